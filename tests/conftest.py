@@ -1,0 +1,25 @@
+"""Shared test set-up: offline hub, quiet tokenizers, and the path to the shared benchmark data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing may reach the Hugging Face Hub from a test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CONSPO_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real public math benchmarks in JSON Lines (`../shared/data`); tests read, never copy, them."""
+    if not (SHARED_DATA / "math500.jsonl").exists():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; set CONSPO_DATA_DIR")
+    return SHARED_DATA
