@@ -1,0 +1,34 @@
+"""Generation backends behind one small interface.
+
+```python
+generator = HFGenerator(model, tokenizer, batch_size=32)
+rollouts = generator.generate(prompts, n=8, params=SamplingParams(temperature=1.0, max_new_tokens=512))
+# len(rollouts) == len(prompts) * 8; prompt i's samples are rollouts[i*8:(i+1)*8]
+token_logps, mask = completion_logprobs(model, rollouts, pad_token_id=tokenizer.pad_token_id)
+```
+
+A faster engine only has to implement :class:`GenerationBackend` (one ``generate`` method).
+"""
+
+from __future__ import annotations
+
+from conspo.rollout.backend import GenerationBackend, Rollout, SamplingParams
+from conspo.rollout.hf import HFGenerator, stop_token_ids
+from conspo.rollout.logprobs import (
+    CompletionBatch,
+    build_completion_batch,
+    completion_logprobs,
+    selected_token_logprobs,
+)
+
+__all__ = [
+    "CompletionBatch",
+    "GenerationBackend",
+    "HFGenerator",
+    "Rollout",
+    "SamplingParams",
+    "build_completion_batch",
+    "completion_logprobs",
+    "selected_token_logprobs",
+    "stop_token_ids",
+]

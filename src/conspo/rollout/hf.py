@@ -1,0 +1,199 @@
+"""Generation with Hugging Face ``model.generate`` (KV cache, left padding, batched by rows)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from conspo.rollout.backend import Rollout, SamplingParams
+
+__all__ = ["HFGenerator", "stop_token_ids"]
+
+# Every logits processor `generate` could pull in from a model's generation_config.json or from
+# transformers' global defaults (top_k=50!) is set explicitly, so sampling is exactly temperature +
+# top-p: the trainer recomputes log-probs of these samples and assumes this distribution.
+_PURE_SAMPLING: dict[str, Any] = {
+    "num_beams": 1,
+    "num_return_sequences": 1,
+    "top_k": 0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "min_new_tokens": 0,
+    "length_penalty": 1.0,
+    "renormalize_logits": False,
+    "use_cache": True,
+}
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """The ids that end a completion: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids: list[int] = []
+    candidates: list[Any] = [getattr(tokenizer, "eos_token_id", None)]
+    gen_config = getattr(model, "generation_config", None)
+    if gen_config is not None:
+        candidates.append(getattr(gen_config, "eos_token_id", None))
+    for value in candidates:
+        for token_id in value if isinstance(value, (list, tuple)) else [value]:
+            if token_id is not None and int(token_id) not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def _model_device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    # Dropout off while sampling; the caller's mode (usually train) comes back afterwards.
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class HFGenerator:
+    """Sample completions with ``model.generate``; implements :class:`~conspo.rollout.GenerationBackend`.
+
+    Rows (prompt i repeated ``n`` times, consecutively) are generated in chunks of ``batch_size`` rows,
+    each chunk left-padded to its longest prompt. Sampling is plain temperature + top-p (no top-k,
+    no repetition penalty, whatever the model's ``generation_config`` says); ``temperature == 0`` is
+    greedy. With ``params.seed`` set the result is reproducible for the same prompts and batch size.
+
+    Args:
+        model: any Hugging Face causal LM (``AutoModelForCausalLM``); it is put in eval mode while
+            generating and its previous mode is restored.
+        tokenizer: its tokenizer. It is not modified (padding is done here).
+        batch_size: rows (prompts x n) per ``generate`` call; bounds memory.
+        add_special_tokens: whether tokenizing a prompt adds BOS etc. ``None`` (default) adds them
+            unless the prompt text already starts with the tokenizer's BOS string (a chat template
+            already rendered it).
+        progress: optional callback ``progress(rows_done, rows_total)`` called after each chunk.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 32,
+        *,
+        add_special_tokens: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"HFGenerator batch_size must be a positive int, got {batch_size!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.add_special_tokens = add_special_tokens
+        self.progress = progress
+        self.stop_ids = stop_token_ids(tokenizer, model)
+        if not self.stop_ids:
+            raise ValueError("HFGenerator: the tokenizer has no eos_token_id; completions could never stop")
+        pad = getattr(tokenizer, "pad_token_id", None)
+        # A pad id is only a filler under attention_mask=0; EOS is the usual stand-in.
+        self.pad_id = int(pad) if pad is not None else self.stop_ids[0]
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of one prompt, as they are fed to the model."""
+        add = self.add_special_tokens
+        if add is None:
+            bos = getattr(self.tokenizer, "bos_token", None)
+            add = not (isinstance(bos, str) and bos and prompt.startswith(bos))
+        return list(self.tokenizer(prompt, add_special_tokens=add)["input_ids"])
+
+    def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[Rollout]:
+        """``len(prompts) * n`` rollouts; prompt ``i``'s samples are ``result[i*n:(i+1)*n]``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"generate: n must be a positive int, got {n!r}")
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"generate: params must be SamplingParams, got {type(params).__name__}")
+        if isinstance(prompts, str):
+            raise TypeError("generate: prompts must be a list of strings, not one string")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"generate: prompt {i} encodes to zero tokens")
+        rows = [i for i in range(len(encoded)) for _ in range(n)]
+        device = _model_device(self.model)
+        rollouts: list[Rollout] = []
+        with _eval_mode(self.model), torch.inference_mode(), _seeded(params.seed, device):
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                rollouts.extend(self._generate_chunk([encoded[i] for i in chunk], chunk, params, device))
+                if self.progress is not None:
+                    self.progress(len(rollouts), len(rows))
+        return rollouts
+
+    def _generate_chunk(
+        self,
+        prompt_ids: list[list[int]],
+        prompt_index: list[int],
+        params: SamplingParams,
+        device: torch.device,
+    ) -> list[Rollout]:
+        width = max(len(ids) for ids in prompt_ids)
+        input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+        for row, ids in enumerate(prompt_ids):  # left padding: every prompt ends at column width-1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        sampling = (
+            {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p)}
+            if not params.greedy
+            else {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
+        )
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            **sampling,
+            **_PURE_SAMPLING,
+        )
+        generated = output[:, width:].tolist()  # [rows, <= max_new_tokens]
+        stop = set(self.stop_ids)
+        result = []
+        for row, tokens in enumerate(generated):
+            end = next((t + 1 for t, tok in enumerate(tokens) if tok in stop), None)
+            completion = tokens[:end] if end is not None else tokens[: params.max_new_tokens]
+            text_ids = completion[:-1] if end is not None else completion
+            result.append(
+                Rollout(
+                    prompt_index=prompt_index[row],
+                    prompt_ids=list(prompt_ids[row]),
+                    completion_ids=completion,
+                    text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                    truncated=end is None,
+                )
+            )
+        return result
