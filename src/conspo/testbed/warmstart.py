@@ -1,0 +1,351 @@
+"""The supervised warm start: from a random tiny Llama to a base policy with partial accuracy, cached on disk.
+
+RL from verifiable rewards only learns when a group holds both right and wrong answers. The warm start makes
+such a base policy on purpose: it imitates a *teacher* that solves the task but makes a typical slip (a
+dropped carry, an off-by-one step) on a fraction ``slip_rate`` of the training examples. Sampling at
+temperature 1, the policy then answers correctly about ``(1 - slip_rate) x skill`` of the time, and the correct
+answer is always within reach of sampling: the situation of a real base model whose pass@k is well above its
+avg@k, which is what RL sharpens.
+
+Everything is deterministic given the configuration (seeded data, initialisation and batch order; a fixed
+number of torch threads), and ``ensure_testbed_policy`` caches the result under a hash of the configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conspo.data.problem import Problem
+from conspo.data.templates import render_prompt
+from conspo.testbed.model import TinyModelConfig, build_tiny_model, count_parameters
+from conspo.testbed.tasks import make_task
+from conspo.testbed.tokenizer import build_char_tokenizer
+
+__all__ = [
+    "TESTBED_FORMAT_VERSION",
+    "WarmStartConfig",
+    "default_cache_dir",
+    "ensure_testbed_policy",
+    "load_testbed_policy",
+    "measure_accuracy",
+    "read_testbed_info",
+    "warm_start",
+]
+
+# Bump when the tokenizer, the model code or the training recipe change in a way the config does not show:
+# it is part of the cache key, so old cached policies are not reused by mistake.
+TESTBED_FORMAT_VERSION = 1
+INFO_FILE = "testbed.json"
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """Everything that determines the warm-started testbed policy (and its cache key)."""
+
+    task: str = "add"
+    """Testbed task (``add``, ``mul``, ``chain``); see ``conspo.testbed.tasks``."""
+    difficulty: int | None = None
+    """Task difficulty (None = the task's default: 2 digits for add/mul, 3 steps for chain)."""
+    seed: int = 0
+    """Seeds the problems, the model initialisation, the slips and the batch order."""
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny Llama policy."""
+    num_train_problems: int = 3000
+    """Distinct training problems the teacher writes completions for."""
+    slip_rate: float = 0.5
+    """Share of teacher completions with a typical mistake; sets the base policy's accuracy (INFERRED 0.5)."""
+    steps: int = 600
+    """Optimizer steps of supervised training."""
+    batch_size: int = 64
+    """Sequences per optimizer step."""
+    learning_rate: float = 3e-3
+    """Peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay to 10%)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    template: str = "testbed"
+    """Prompt template the policy is trained with (the trainer must render prompts with the same one)."""
+    num_threads: int = 2
+    """torch intra-op threads during the warm start (fixed so that the result does not depend on the machine)."""
+    eval_problems: int = 64
+    """Held-out problems for the accuracy measurement written next to the policy."""
+    eval_samples: int = 4
+    """Completions per held-out problem (temperature 1)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):  # from JSON / keyword arguments
+            object.__setattr__(self, "model", TinyModelConfig(**self.model))
+        make_task(self.task, seed=self.seed, difficulty=self.difficulty)  # validates name and difficulty
+        if not 0.0 <= self.slip_rate < 1.0:
+            raise ValueError(f"slip_rate must be in [0, 1), got {self.slip_rate}")
+        for name in ("num_train_problems", "steps", "batch_size", "num_threads", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def cache_key(self) -> str:
+        """Hash of the configuration (minus the thread count's effect on nothing else) and the format version."""
+        payload = json.dumps({"version": TESTBED_FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, os.cpu_count() or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _encode_examples(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[list, int]]:
+    """(token ids of prompt + completion + eos, prompt length) per example."""
+    out = []
+    for prompt, completion in zip(prompts, completions):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        out.append((p + c, len(p)))
+    return out
+
+
+def _collate(examples: Sequence[tuple[list, int]], pad_id: int) -> dict[str, torch.Tensor]:
+    # Right padding for training; the loss sees completion tokens (and the eos) only.
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def _lr_factor(step: int, total: int) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+_BOXED_INT = re.compile(r"\\boxed\{(-?\d+)\}")
+
+
+def _fallback_correct(completions: Sequence[str], answers: Sequence[str]) -> list[bool]:
+    # Integer comparison on the last \boxed{}; used only when conspo.rewards is not importable.
+    out = []
+    for text, answer in zip(completions, answers):
+        found = _BOXED_INT.findall(text)
+        out.append(
+            bool(found) and found[-1].lstrip("0") == answer.lstrip("0") or (found and found[-1] == answer)
+        )
+    return [bool(x) for x in out]
+
+
+def _judge(completions: Sequence[str], answers: Sequence[str]) -> tuple[list[bool], str]:
+    try:
+        from conspo.rewards import MathVerifier  # the real verifier (process pool, hard timeout)
+    except ImportError:
+        return _fallback_correct(completions, answers), "integer-fallback"
+    with MathVerifier(num_workers=1, timeout=5.0) as verifier:
+        verdicts = verifier.verify_batch(list(completions), list(answers))
+    return [bool(v.correct) for v in verdicts], "conspo.rewards.MathVerifier"
+
+
+@torch.no_grad()
+def measure_accuracy(
+    model,
+    tokenizer,
+    problems: Sequence[Problem],
+    *,
+    samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 32,
+    template: str = "testbed",
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Mean accuracy of ``samples`` sampled completions per problem (HF ``generate``, full-vocabulary sampling).
+
+    Returns ``{"accuracy", "pass_at_k", "mixed_groups", "n", "verifier"}``; ``mixed_groups`` is the share of
+    problems whose samples hold both right and wrong answers (the groups RL learns from).
+    """
+    model.eval()
+    prompts = [render_prompt(p.problem, tokenizer, template) for p in problems for _ in range(samples)]
+    answers = [p.answer for p in problems for _ in range(samples)]
+    texts: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(
+                prompts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    correct, verifier = _judge(texts, answers)
+    per_problem = [correct[i * samples : (i + 1) * samples] for i in range(len(problems))]
+    return {
+        "accuracy": sum(correct) / max(1, len(correct)),
+        "pass_at_k": sum(any(g) for g in per_problem) / max(1, len(problems)),
+        "mixed_groups": sum(any(g) and not all(g) for g in per_problem) / max(1, len(problems)),
+        "n": len(correct),
+        "samples": samples,
+        "verifier": verifier,
+        "examples": [{"prompt": p, "completion": t} for p, t in zip(prompts[:3], texts[:3])],
+    }
+
+
+def warm_start(config: WarmStartConfig, out_dir: str | Path, *, log=None) -> dict[str, Any]:
+    """Train the tiny policy with ``config`` and save model, tokenizer and ``testbed.json`` into ``out_dir``."""
+    log = log or (lambda msg: None)
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    task = make_task(config.task, seed=config.seed, difficulty=config.difficulty)
+    tokenizer = build_char_tokenizer()
+    problems = task.train_problems(config.num_train_problems)
+    rng = random.Random(f"warmstart|{config.seed}")
+    prompts = [render_prompt(p.problem, tokenizer, config.template) for p in problems]
+    completions = [
+        task.teacher_completion(p.problem, slip=rng.random() < config.slip_rate, rng=rng) for p in problems
+    ]
+    examples = _encode_examples(tokenizer, prompts, completions)
+
+    with _torch_threads(config.num_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_tiny_model(tokenizer, config.model, seed=config.seed)
+        model.train()
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.98)
+        )
+        order: list[int] = []
+        losses: list[float] = []
+        for step in range(config.steps):
+            if len(order) < config.batch_size:
+                extra = list(range(len(examples)))
+                rng.shuffle(extra)
+                order += extra
+            batch = _collate([examples[i] for i in order[: config.batch_size]], tokenizer.pad_token_id)
+            del order[: config.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * _lr_factor(step, config.steps)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            if (step + 1) % 100 == 0 or step + 1 == config.steps:
+                log(
+                    f"warm start step {step + 1}/{config.steps}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}"
+                )
+        train_seconds = time.perf_counter() - started
+        measured = measure_accuracy(
+            model,
+            tokenizer,
+            task.eval_problems(config.eval_problems),
+            samples=config.eval_samples,
+            template=config.template,
+            seed=config.seed,
+        )
+    log(f"held-out accuracy at temperature 1: {measured['accuracy']:.3f} ({measured['verifier']})")
+
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "config": config.to_dict(),
+        "cache_key": config.cache_key,
+        "format_version": TESTBED_FORMAT_VERSION,
+        "parameters": count_parameters(model),
+        "train_seconds": round(train_seconds, 2),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "eval": measured,
+        "torch_version": torch.__version__,
+    }
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def default_cache_dir() -> Path:
+    """``$CONSPO_CACHE/testbed`` if set, else ``~/.cache/conspo/testbed``."""
+    root = os.environ.get("CONSPO_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "conspo") / "testbed"
+
+
+def ensure_testbed_policy(
+    cache_dir: str | Path | None = None, *, config: WarmStartConfig | None = None, log=None, **overrides: Any
+) -> Path:
+    """Path of the warm-started testbed policy, training it first if no cached copy exists.
+
+    The policy lives in ``<cache_dir>/<config hash>`` (``cache_dir`` defaults to ``default_cache_dir()``) and is
+    loadable with ``AutoModelForCausalLM`` / ``AutoTokenizer``. It is written to a temporary folder and renamed
+    into place, so a crash never leaves a half-written policy and concurrent callers agree on one copy.
+    """
+    config = dataclasses.replace(config, **overrides) if config else WarmStartConfig(**overrides)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / config.cache_key
+    if (target / INFO_FILE).exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{config.cache_key}-", dir=root))
+    try:
+        warm_start(config, tmp, log=log)
+        try:
+            os.replace(tmp, target)  # atomic; fails if another process got there first
+        except OSError:
+            if not (target / INFO_FILE).exists():
+                shutil.rmtree(target, ignore_errors=True)  # leftover of a crash: take its place
+                os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_testbed_info(policy_dir: str | Path) -> dict[str, Any]:
+    """The ``testbed.json`` written next to a warm-started policy (config, accuracy, timings)."""
+    path = Path(policy_dir) / INFO_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a testbed policy info file: {exc}") from None
+
+
+def load_testbed_policy(policy_dir: str | Path):
+    """``(model, tokenizer)`` from a testbed policy folder, through the Auto classes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(policy_dir), AutoTokenizer.from_pretrained(policy_dir)
