@@ -1,0 +1,101 @@
+"""Group bookkeeping without Python loops: dense group index, positive/negative counts, segment reductions.
+
+Every group statistic is a scatter (`index_add_` / `scatter_reduce`) over the dense index that
+`torch.unique(return_inverse=True)` gives, so groups may have any size and appear in any order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GroupIndex", "group_index", "segment_logsumexp", "segment_max", "segment_mean", "segment_sum"]
+
+
+def segment_sum(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """out[g] = sum of values[i] with index[i] == g (differentiable)."""
+    out = values.new_zeros((num_segments, *values.shape[1:]))
+    return out.index_add(0, index, values)
+
+
+def segment_mean(values: torch.Tensor, index: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per-segment mean of values; empty segments give 0."""
+    return segment_sum(values, index, counts.shape[0]) / counts.clamp(min=1).to(values.dtype)
+
+
+def segment_max(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Per-segment max; empty segments give -inf."""
+    out = values.new_full((num_segments,), float("-inf"))
+    return out.scatter_reduce(0, index, values, reduce="amax", include_self=True)
+
+
+def segment_logsumexp(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Per-segment log(sum(exp(values))), stable. Pass -inf to leave a row out.
+
+    An empty segment gives a very negative finite value (log of the smallest normal float), never -inf,
+    so no inf * 0 = NaN can reach a backward pass.
+    """
+    peak = segment_max(values.detach(), index, num_segments)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    shifted = torch.exp(values - peak[index])
+    total = segment_sum(shifted, index, num_segments)
+    return torch.log(total.clamp(min=torch.finfo(total.dtype).tiny)) + peak
+
+
+@dataclass(frozen=True)
+class GroupIndex:
+    """Dense group structure of a batch. Rows with label -1 belong to no count."""
+
+    inverse: torch.Tensor
+    """[B] int64: dense group index of each row, in 0..num_groups-1."""
+    num_groups: int
+    """Number of distinct group ids (valid or not)."""
+    size: torch.Tensor
+    """[num_groups] float: labelled rows (positive or negative) per group (G_g)."""
+    num_pos: torch.Tensor
+    """[num_groups] float: positives per group (N+)."""
+    num_neg: torch.Tensor
+    """[num_groups] float: negatives per group (N-)."""
+    valid: torch.Tensor
+    """[num_groups] bool: the group has at least one positive and one negative."""
+    is_pos: torch.Tensor
+    """[B] bool: row is a positive of a valid group."""
+    is_neg: torch.Tensor
+    """[B] bool: row is a negative of a valid group."""
+
+    @property
+    def row_valid(self) -> torch.Tensor:
+        """[B] bool: row is labelled and its group is valid."""
+        return self.is_pos | self.is_neg
+
+    @property
+    def num_valid(self) -> torch.Tensor:
+        """0-dim float: number of valid groups."""
+        return self.valid.sum().float()
+
+    def per_row(self, per_group: torch.Tensor) -> torch.Tensor:
+        """Broadcast a [num_groups] tensor to rows."""
+        return per_group[self.inverse]
+
+
+def group_index(group_ids: torch.Tensor, labels: torch.Tensor) -> GroupIndex:
+    """Dense group index and positive/negative counts from int64 group ids and labels (1 / 0 / -1)."""
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    num_groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    pos = (labels == 1).float()
+    neg = (labels == 0).float()
+    num_pos = segment_sum(pos, inverse, num_groups)
+    num_neg = segment_sum(neg, inverse, num_groups)
+    valid = (num_pos > 0) & (num_neg > 0)
+    row_group_valid = valid[inverse]
+    return GroupIndex(
+        inverse=inverse,
+        num_groups=num_groups,
+        size=num_pos + num_neg,
+        num_pos=num_pos,
+        num_neg=num_neg,
+        valid=valid,
+        is_pos=(labels == 1) & row_group_valid,
+        is_neg=(labels == 0) & row_group_valid,
+    )
