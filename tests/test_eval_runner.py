@@ -1,0 +1,148 @@
+"""evaluate_problems with a scripted generator: metrics, the sample cache, resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conspo.data import Problem
+from conspo.eval.cache import SampleCache
+from conspo.eval.runner import evaluate_problems
+from conspo.rewards import check_equivalence, extract_answer
+from conspo.rollout import Rollout, SamplingParams
+
+
+class InProcessVerifier:
+    """The verifier's interface without the worker pool (answers here are simple numbers)."""
+
+    def verify_batch(self, completions, answers):
+        return [check_equivalence(a, extract_answer(c)) for c, a in zip(completions, answers)]
+
+    def equivalent_pairs(self, pairs):
+        return [check_equivalence(a, b).correct for a, b in pairs]
+
+
+class ScriptedGenerator:
+    """Sample j of a prompt is SCRIPT[prompt][j mod len]; counts rows generated; can fail on a given call."""
+
+    batch_size = 4
+
+    def __init__(self, script: dict[str, list[str]], fail_on_call: int | None = None) -> None:
+        self.script = script
+        self.fail_on_call = fail_on_call
+        self.calls = 0
+        self.rows = 0
+        self.seen: dict[str, int] = {}
+
+    def generate(self, prompts, n, params):
+        self.calls += 1
+        if self.fail_on_call == self.calls:
+            raise KeyboardInterrupt("simulated interruption")
+        out = []
+        for i, prompt in enumerate(prompts):
+            for _ in range(n):
+                j = self.seen.get(prompt, 0)
+                self.seen[prompt] = j + 1
+                text = self.script[prompt][j % len(self.script[prompt])]
+                out.append(Rollout(i, [1], [5] * (len(text) % 7 + 1), text, truncated=text.endswith("...")))
+        self.rows += len(out)
+        return out
+
+
+PROBLEMS = [Problem("p1", "one", "1/2"), Problem("p2", "two", "3"), Problem("p3", "three", "10")]
+SCRIPT = {
+    # p1: 2 of 4 correct, written differently; the majority (2 votes for 1/2) is correct.
+    "one": ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{7}", "I think it is ..."],
+    # p2: 1 of 4 correct; majority wrong (4 appears twice).
+    "two": ["\\boxed{4}", "\\boxed{3}", "\\boxed{4}", "no idea"],
+    "three": ["\\boxed{10}"],
+}
+PARAMS = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=16, seed=0)
+
+
+def run(generator, cache=None, **kwargs):
+    options = {
+        "n": 4,
+        "params": PARAMS,
+        "ks": (1, 2),
+        "maj_ks": (4,),
+        "template": "testbed",
+        "benchmark": "toy",
+    }
+    return evaluate_problems(generator, PROBLEMS, InProcessVerifier(), cache=cache, **{**options, **kwargs})
+
+
+def test_metrics_per_problem_and_benchmark():
+    result = run(ScriptedGenerator(SCRIPT))
+    by_id = {p.problem_id: p for p in result.problems}
+    assert [s.correct for s in by_id["p1"].samples] == [True, True, False, False]
+    assert by_id["p1"].metrics == {"avg@4": 0.5, "pass@1": 0.5, "pass@2": pytest.approx(5 / 6), "maj@4": 1.0}
+    assert by_id["p2"].metrics == {"avg@4": 0.25, "pass@1": 0.25, "pass@2": 0.5, "maj@4": 0.0}
+    assert by_id["p3"].metrics["avg@4"] == 1.0 and by_id["p3"].metrics["maj@4"] == 1.0
+    assert result.metrics["avg@4"] == pytest.approx((0.5 + 0.25 + 1.0) / 3)
+    assert result.metrics["pass@2"] == pytest.approx((5 / 6 + 0.5 + 1.0) / 3)
+    assert result.metrics["maj@4"] == pytest.approx(2 / 3)
+    assert result.score == result.metrics["avg@4"]
+    assert result.extra["truncated"] == pytest.approx(1 / 12)
+    assert result.num_generated == 12 and result.num_cached == 0
+    assert by_id["p2"].samples[3].extracted is None and by_id["p2"].samples[3].reason == "no_answer"
+
+
+def test_greedy_sample_is_reported_separately():
+    result = run(ScriptedGenerator(SCRIPT), greedy=True)
+    assert result.metrics["greedy"] == pytest.approx(2 / 3)  # greedy = 5th scripted answer: 0.5, 4, 10
+    assert all(p.greedy is not None and p.greedy.sample_index == -1 for p in result.problems)
+    assert result.num_generated == 15
+
+
+def test_bad_arguments_fail_before_generation():
+    generator = ScriptedGenerator(SCRIPT)
+    with pytest.raises(ValueError, match=r"k=8 must be an int in \[1, n=4\]"):
+        run(generator, ks=(8,))
+    with pytest.raises(ValueError, match="duplicate problem id 'p1'"):
+        evaluate_problems(generator, PROBLEMS + PROBLEMS[:1], InProcessVerifier(), n=1, params=PARAMS)
+    assert generator.calls == 0
+
+
+def test_resume_after_interruption_generates_only_what_is_missing(tmp_path):
+    path = tmp_path / "cache" / "model.jsonl"
+    # rows_per_call=4 with n=4: one problem per call; the 3rd call is interrupted.
+    first = ScriptedGenerator(SCRIPT, fail_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        run(first, cache=SampleCache(path, "fp"), rows_per_call=4)
+    assert first.rows == 8
+    lines = path.read_text().splitlines()
+    assert len(lines) == 8 and {json.loads(x)["problem_id"] for x in lines} == {"p1", "p2"}
+
+    second = ScriptedGenerator(SCRIPT)
+    resumed = run(second, cache=SampleCache(path, "fp"), rows_per_call=4)
+    assert second.rows == 4 and second.seen == {"three": 4}
+    assert resumed.num_generated == 4 and resumed.num_cached == 8
+    assert resumed.metrics == run(ScriptedGenerator(SCRIPT)).metrics
+
+    third = ScriptedGenerator(SCRIPT)
+    again = run(third, cache=SampleCache(path, "fp"))
+    assert third.rows == 0 and again.num_cached == 12
+    # A different model fingerprint or temperature never reuses those samples.
+    other = ScriptedGenerator(SCRIPT)
+    run(other, cache=SampleCache(path, "another-model"))
+    assert other.rows == 12
+
+
+def test_partially_missing_problem_and_torn_last_line(tmp_path):
+    path = tmp_path / "model.jsonl"
+    run(ScriptedGenerator(SCRIPT), cache=SampleCache(path, "fp"))
+    lines = path.read_text().splitlines()
+    # Drop two samples of p1 and tear the last line in half (a kill during a write).
+    kept = [
+        x for x in lines if not (json.loads(x)["problem_id"] == "p1" and json.loads(x)["sample_index"] >= 2)
+    ]
+    path.write_text("\n".join(kept[:-1]) + "\n" + kept[-1][:20])
+    cache = SampleCache(path, "fp")
+    assert cache.skipped_lines == 1
+    generator = ScriptedGenerator(SCRIPT)
+    result = run(generator, cache=cache)
+    assert generator.rows == 3  # p1's samples 2 and 3, plus the torn p3 sample
+    assert sorted(s.sample_index for s in result.problems[0].samples) == [0, 1, 2, 3]
+    assert len(SampleCache(path, "fp")) == 12  # the torn line does not break later loads
