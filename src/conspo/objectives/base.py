@@ -187,7 +187,8 @@ class ScoreObjective(Objective):
         coef, per_group = autograd_credit(lambda s: self.group_objective(s, gi, progress), scores)
         return coef, per_group, {}
 
-    def _kl_rows(self, batch: RolloutBatch, gi: GroupIndex) -> torch.Tensor | None:
+    def _kl_rows(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """Token-mean k3 KL to the reference per row [B], or None when kl_coef == 0."""
         kl = self._token_kl(batch)
         return None if kl is None else masked_token_mean(kl, batch.mask)
 
@@ -223,10 +224,10 @@ class ScoreObjective(Objective):
         scores = self.score(batch)
         total = (credit.coef * scores + credit.offset).sum()
         metrics: dict[str, torch.Tensor] = {}
-        kl = self._kl_rows(batch, None)  # type: ignore[arg-type]
+        kl = self._kl_rows(batch)
         if kl is not None:
             total = total - self.kl_coef * (credit.weight * kl).sum()
-            metrics["kl/mean"] = masked_token_mean(self._token_kl(batch).detach(), batch.mask).mean()  # type: ignore[union-attr]
+            metrics["kl/mean"] = kl.detach().mean()
         loss = -total / self._norm(normalizer, credit, "groups")
         return LossOutput(loss=loss, metrics=metrics)
 
@@ -240,7 +241,7 @@ class ScoreObjective(Objective):
         with torch.no_grad():
             _, _, extra = self.score_credit(scores.detach(), gi, progress)
         metrics.update(extra)
-        kl = self._kl_rows(batch, gi)
+        kl = self._kl_rows(batch)
         if kl is not None:
             weight = torch.where(gi.row_valid, (1.0 / gi.size.clamp(min=1))[gi.inverse], torch.zeros_like(kl))
             total = total - self.kl_coef * (weight * kl).sum()

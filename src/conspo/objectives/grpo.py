@@ -126,6 +126,7 @@ class DAPO(_ClippedTokenObjective):
     """
 
     normalize_by: ClassVar[Literal["groups", "tokens"]] = "tokens"
+    token_reduction: ClassVar[Literal["mean", "sum"]] = "sum"
 
     eps_low: float = field(default=0.2, metadata={"help": "lower clip epsilon (DAPO: 0.2)."})
     eps_high: float = field(default=0.28, metadata={"help": "upper clip epsilon, clip-higher (DAPO: 0.28)."})

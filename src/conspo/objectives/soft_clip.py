@@ -27,6 +27,7 @@ class CISPO(RatioObjective):
     """
 
     normalize_by: ClassVar[Literal["groups", "tokens"]] = "tokens"
+    token_reduction: ClassVar[Literal["mean", "sum"]] = "sum"
 
     eps_high: float = field(
         default=4.0,
