@@ -1,0 +1,119 @@
+"""Which models an evaluation runs on, and loading them: paths, hub ids and run directories."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelSpec", "expand_models", "load_model", "check_model_loads"]
+
+_STEP_RE = re.compile(r"^checkpoint-(\d+)$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to evaluate: a label for tables, where the weights are, where the tokenizer is."""
+
+    label: str
+    path: str
+    tokenizer: str
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def _find_tokenizer(model_dir: Path) -> str:
+    # Trainer checkpoints hold weights and config only; the tokenizer sits in the run directory or `final`.
+    for candidate in (model_dir, model_dir.parent, model_dir.parent / "final"):
+        if candidate.is_dir() and _has_tokenizer(candidate):
+            return str(candidate)
+    return str(model_dir)
+
+
+def expand_models(models: list[str], tokenizer: str | None = None) -> list[ModelSpec]:
+    """Turn ``--model`` values into :class:`ModelSpec` s.
+
+    A folder with ``config.json`` is one model. A folder without one but with ``checkpoint-*`` or
+    ``final`` subfolders (a training run) expands into those, in step order, ``final`` last. Anything
+    else is taken as a Hugging Face hub id. Labels are folder names, made unique by prefixing the
+    parent's name when two collide.
+    """
+    specs: list[tuple[str, str, str]] = []
+    for value in models:
+        path = Path(value).expanduser()
+        if path.is_dir() and not _is_model_dir(path):
+            children = [c for c in path.iterdir() if c.is_dir() and _is_model_dir(c)]
+            steps = sorted((int(m.group(1)), c) for c in children if (m := _STEP_RE.match(c.name)))
+            found = [c for _, c in steps] + [c for c in children if c.name == "final"]
+            if not found:
+                raise ValueError(
+                    f"--model {value}: folder has no config.json and no checkpoint-*/final model subfolders"
+                )
+            specs += [(f"{path.name}/{c.name}", str(c), tokenizer or _find_tokenizer(c)) for c in found]
+        elif path.is_dir():
+            specs.append((path.name, str(path), tokenizer or _find_tokenizer(path)))
+        elif path.exists():
+            raise ValueError(f"--model {value}: is a file, expected a model folder or a hub id")
+        else:
+            specs.append((value, value, tokenizer or value))
+    labels = [label for label, _, _ in specs]
+    result = []
+    for label, model, tok in specs:
+        if labels.count(label) > 1 and Path(model).is_dir():
+            label = f"{Path(model).parent.name}/{Path(model).name}"
+        result.append(ModelSpec(label, model, tok))
+    if len({s.path for s in result}) != len(result):
+        raise ValueError("--model: the same model is listed twice")
+    return result
+
+
+def check_model_loads(spec: ModelSpec, trust_remote_code: bool = False) -> None:
+    """Load the config and tokenizer (cheap) so a bad path fails before any generation."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        AutoConfig.from_pretrained(spec.path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # any failure here means "this model does not load"
+        where = "a local folder" if Path(spec.path).exists() else "a hub id (offline, or not on the hub)"
+        raise ValueError(
+            f"model {spec.path!r} ({where}) does not load: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ValueError(
+            f"tokenizer for model {spec.path!r} does not load from {spec.tokenizer!r}: "
+            f"{type(exc).__name__}: {exc}; pass --tokenizer PATH"
+        ) from None
+
+
+def load_model(
+    spec: ModelSpec, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+) -> Any:
+    """``(model, tokenizer)`` on ``device`` (auto: CUDA if available) in ``dtype`` (auto: bf16 on CUDA, fp32 on CPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"--dtype {dtype!r} is not a torch dtype (float32, bfloat16, float16)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:
+        raise ValueError(f"model {spec.path!r} does not load: {type(exc).__name__}: {exc}") from None
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=trust_remote_code)
+    return model.to(device).eval(), tokenizer
