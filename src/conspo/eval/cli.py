@@ -222,7 +222,10 @@ def _progress_callback(progress: Any, description: str) -> Callable[[int, int], 
     task = progress.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=max(total, 1))
+        if total == 0:  # everything came from the cache
+            progress.update(task, completed=1, total=1)
+        else:
+            progress.update(task, completed=done, total=total)
 
     return update
 
