@@ -76,7 +76,9 @@ class GradientCapture(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.steps.append(
             {
-                "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None},
+                "grads": {
+                    n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None
+                },
                 "params": {n: p.detach().clone() for n, p in model.state_dict().items()},
             }
         )
@@ -95,8 +97,12 @@ def reference_gradient(model_template, params, generation, tokenizer, margin_pro
     # Position t predicts token t+1: the completion tokens are predicted by the positions just before them.
     start = prompt_ids.size(1)
     completion_logits = logits[:, start - 1 : -1]
-    token_logps = torch.log_softmax(completion_logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-    texts = tokenizer.batch_decode(completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id), skip_special_tokens=True)
+    token_logps = (
+        torch.log_softmax(completion_logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    )
+    texts = tokenizer.batch_decode(
+        completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id), skip_special_tokens=True
+    )
     rewards = torch.tensor(toy_reward(texts))
     batch = RolloutBatch(
         token_logps=token_logps,
@@ -130,7 +136,9 @@ def test_trainer_gradient_equals_coupled_conspo_gradient(tmp_path, mode):
     )
     trainer.train()
 
-    assert len(trainer.generations) == 2 and len(capture.steps) == 2  # one generation batch per optimizer step
+    assert (
+        len(trainer.generations) == 2 and len(capture.steps) == 2
+    )  # one generation batch per optimizer step
     checked_valid_groups = 0
     for generation, step in zip(trainer.generations, capture.steps):
         assert generation["completion_ids"].size(0) == 2 * GROUP  # two groups, split over two micro-steps

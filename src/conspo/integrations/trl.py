@@ -70,10 +70,19 @@ TRL_INTERNALS: dict[str, tuple[str, ...]] = {
     ),
     "compute_loss": ("self", "model", "inputs", "return_outputs", "num_items_in_batch"),
 }
-"""GRPOTrainer methods this trainer overrides or calls, with the leading parameters it relies on."""
+"""GRPOTrainer methods this trainer overrides (exact parameters) or calls (leading parameters)."""
+_OVERRIDDEN = frozenset(
+    {"_generate_and_score_completions", "_calculate_rewards", "_compute_loss", "_prepare_inputs"}
+)
 
 # Keys of the dict `_generate_and_score_completions` returns that the loss reads.
-_REQUIRED_OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "num_items_in_batch")
+_REQUIRED_OUTPUT_KEYS = (
+    "prompt_ids",
+    "prompt_mask",
+    "completion_ids",
+    "completion_mask",
+    "num_items_in_batch",
+)
 # Optional multimodal keys forwarded to the scoring forward, as `_compute_loss` does.
 _FORWARD_KEYS = (
     "pixel_values",
@@ -103,9 +112,15 @@ def check_trl_internals() -> None:
         if method is None:
             problems.append(f"GRPOTrainer.{name} is gone")
             continue
-        params = tuple(inspect.signature(method).parameters)
+        signature = inspect.signature(method)
+        params = tuple(signature.parameters)
+        extra = [signature.parameters[p] for p in params[len(expected) :]]
         if params[: len(expected)] != expected:
             problems.append(f"GRPOTrainer.{name}{params} no longer starts with {expected}")
+        elif name in _OVERRIDDEN and extra:
+            problems.append(f"GRPOTrainer.{name}{params} now takes more than the overridden {expected}")
+        elif any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in extra):
+            problems.append(f"GRPOTrainer.{name}{params} has new required parameters after {expected}")
     for helper in ("shuffle_sequence_dict", "split_tensor_dict", "disable_gradient_checkpointing"):
         if not callable(getattr(_grpo_module, helper, None)):
             problems.append(f"trl.trainer.grpo_trainer.{helper} is gone")
@@ -143,7 +158,9 @@ class ConSPOConfig(GRPOConfig):
         default="cosine",
         metadata={"help": "Margin schedule: 'cosine' (half-cosine warm-up, Sec. 4.3), 'fixed' or 'none'."},
     )
-    margin_max: float = field(default=0.01, metadata={"help": "Target margin M, in nats per token (paper: 0.01)."})
+    margin_max: float = field(
+        default=0.01, metadata={"help": "Target margin M, in nats per token (paper: 0.01)."}
+    )
     margin_warmup: float = field(
         default=0.3,
         metadata={"help": "Fraction alpha of training over which the margin rises to M (paper: 0.3)."},
@@ -192,7 +209,9 @@ class ConSPOConfig(GRPOConfig):
                 "not apply TRL's; set beta=0.0"
             )
         if self.top_entropy_quantile != 1.0:
-            raise ValueError("top_entropy_quantile < 1 (entropy mask) is not applied by ConSPOTrainer; set it to 1.0")
+            raise ValueError(
+                "top_entropy_quantile < 1 (entropy mask) is not applied by ConSPOTrainer; set it to 1.0"
+            )
         if self.off_policy_mask_threshold is not None:
             raise ValueError("off_policy_mask_threshold is not applied by ConSPOTrainer; leave it None")
         if self.entropy_coef != 0.0 or self.use_adaptive_entropy:
@@ -270,7 +289,9 @@ class ConSPOTrainer(GRPOTrainer):
         num_local = output["completion_ids"].size(0)
         num_global = rewards_per_func.size(0)
         if num_global % num_generations != 0:
-            raise RuntimeError(f"generation batch of {num_global} rows is not made of groups of {num_generations}")
+            raise RuntimeError(
+                f"generation batch of {num_global} rows is not made of groups of {num_generations}"
+            )
 
         # Group ids: TRL's RepeatSampler puts the G rollouts of a prompt on consecutive global rows.
         group_ids = torch.arange(num_global, device=device) // num_generations
@@ -325,7 +346,9 @@ class ConSPOTrainer(GRPOTrainer):
         input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         mode = "train" if self.model.training else "eval"
-        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        batch_size = (
+            self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        )
         disable_checkpointing = _grpo_module.disable_gradient_checkpointing
         with torch.no_grad(), disable_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             token_logps, _, _ = self._get_per_token_logps_and_entropies(
@@ -397,7 +420,9 @@ class ConSPOTrainer(GRPOTrainer):
         if self.aux_loss_enabled:
             accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
-            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+            self._metrics[mode]["aux_loss"].append(
+                self.accelerator.gather_for_metrics(aux_loss).mean().item()
+            )
         totals = self.accelerator.reduce(
             torch.stack([(entropies.detach() * mask).sum(), mask.sum().float()]), reduction="sum"
         )
