@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .groups import GroupIndex, group_index, segment_logsumexp, segment_mean, segment_sum
+from .scores import at_least_fp32
 
 __all__ = [
     "autograd_credit",
@@ -41,7 +42,7 @@ def grpo_advantages(
     rewards are all equal (possible only with explicit labels) also gets 0 rather than a division by zero.
     """
     gi = _groups(labels, group_ids, groups)
-    rewards = rewards.detach().float()
+    rewards = at_least_fp32(rewards.detach())
     labelled = (labels >= 0).float()
     mean = segment_sum(rewards * labelled, gi.inverse, gi.num_groups) / gi.size.clamp(min=1)
     centered = rewards - mean[gi.inverse]
@@ -134,7 +135,7 @@ def infonce_credit(
     `neg_mass` [B] (sum_i P_ij- on negatives) and `objective` [num_groups] (J_g, 0 for invalid groups).
     """
     gi = _groups(labels, group_ids, groups)
-    scores = scores.detach().float()
+    scores = at_least_fp32(scores.detach())
     pos_logit, lse_neg, log_z = _infonce_terms(scores, gi, tau, margin)
     zero = torch.zeros_like(scores)
     # 1 - P_i+ = sum_j exp(s_j/tau) / Z_i, computed directly: no cancellation when P_i+ is near 1.
@@ -161,7 +162,7 @@ def autograd_credit(
     (coef [B], per-group objective [num_groups]). This is how ConSPO's ablations and DisCO decompose.
     """
     with torch.enable_grad():
-        s = scores.detach().float().requires_grad_(True)
+        s = at_least_fp32(scores.detach()).requires_grad_(True)
         per_group = group_objective(s)
         (coef,) = torch.autograd.grad(per_group.sum(), s, allow_unused=True)
     if coef is None:

@@ -9,6 +9,7 @@ import torch
 
 __all__ = [
     "MAX_LOG_RATIO",
+    "at_least_fp32",
     "clipped_ratio_score",
     "k3_kl",
     "likelihood_ratio_score",
@@ -23,7 +24,8 @@ MAX_LOG_RATIO = 20.0
 """|log pi_theta/pi_old| is clamped here before exp, so extreme log-probs cannot overflow (as verl does)."""
 
 
-def _fp32(x: torch.Tensor) -> torch.Tensor:
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or as it is when already float32/float64."""
     # Reductions over thousands of tokens lose too much in fp16/bf16.
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
@@ -39,13 +41,15 @@ def response_lengths(mask: torch.Tensor) -> torch.Tensor:
 
 def masked_token_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """sum_t values[i, t] over real tokens, float32 [B]."""
-    values = _fp32(values)
+    values = at_least_fp32(values)
     return torch.where(_bool_mask(mask), values, torch.zeros_like(values)).sum(-1)
 
 
 def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(1/|o_i|) sum_t values[i, t]; an empty response gives 0."""
-    return masked_token_sum(values, mask) / response_lengths(mask).clamp(min=1).to(_fp32(values).dtype)
+    return masked_token_sum(values, mask) / response_lengths(mask).clamp(min=1).to(
+        at_least_fp32(values).dtype
+    )
 
 
 def sequence_logprob_score(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -58,8 +62,8 @@ def token_log_ratio(token_logps: torch.Tensor, old_token_logps: torch.Tensor | N
 
     `old_token_logps=None` means on-policy: old = current, detached (rho = 1 with the gradient of pi_theta).
     """
-    token_logps = _fp32(token_logps)
-    old = token_logps.detach() if old_token_logps is None else _fp32(old_token_logps)
+    token_logps = at_least_fp32(token_logps)
+    old = token_logps.detach() if old_token_logps is None else at_least_fp32(old_token_logps)
     return (token_logps - old).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
 
 
@@ -94,5 +98,5 @@ def k3_kl(token_logps: torch.Tensor, ref_token_logps: torch.Tensor) -> torch.Ten
     Schulman's low-variance estimator, as in TRL (`beta`) and verl (`low_var_kl`); the log-ratio is clamped
     to +-MAX_LOG_RATIO so extreme log-probs stay finite.
     """
-    diff = (_fp32(ref_token_logps) - _fp32(token_logps)).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    diff = (at_least_fp32(ref_token_logps) - at_least_fp32(token_logps)).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     return torch.exp(diff) - diff - 1.0

@@ -11,7 +11,7 @@ from .base import RatioObjective, check_range
 from .batch import RolloutBatch
 from .grpo import masked_fraction
 from .registry import register_objective
-from .scores import token_log_ratio
+from .scores import at_least_fp32, token_log_ratio
 
 __all__ = ["CISPO", "SAPO"]
 
@@ -55,7 +55,7 @@ class CISPO(RatioObjective):
         is_clipped = ratio > 1.0 + self.eps_high
         if low is not None:
             is_clipped = is_clipped | (ratio < low)
-        logp = batch.token_logps.float()
+        logp = at_least_fp32(batch.token_logps)
         value = weight * advantages[:, None] * torch.where(batch.token_mask, logp, torch.zeros_like(logp))
         metrics = {
             "ratio/clip_frac": masked_fraction(is_clipped, batch.mask),
