@@ -67,9 +67,9 @@ def test_overlong_penalty_follows_dapo_ramp():
 
 
 def test_overlong_penalty_needs_lengths(reward_fn):
-    with build_reward_fn(RewardConfig(num_workers=1, overlong_max_len=100, overlong_buffer_len=10)) as fn:
-        with pytest.raises(ValueError, match="completion_lengths"):
-            fn(None, ["\\boxed{1}"], ["1"])
+    config = RewardConfig(num_workers=1, overlong_max_len=100, overlong_buffer_len=10)
+    with build_reward_fn(config) as fn, pytest.raises(ValueError, match="completion_lengths"):
+        fn(None, ["\\boxed{1}"], ["1"])
 
 
 @pytest.mark.parametrize(

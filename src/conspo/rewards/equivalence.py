@@ -50,6 +50,21 @@ _MIXED_RE = re.compile(r"^([+-]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
 _SLASH_RE = re.compile(r"^([+-]?[\d.]+)/([+-]?[\d.]+)$")
 
 
+def _strip_outer_braces(s: str) -> str:
+    """``{{5}}`` -> ``5``: drop group braces around the whole answer, in one linear pass."""
+    k = min(len(s) - len(s.lstrip("{")), len(s) - len(s.rstrip("}")))
+    while k > 0:
+        inner, depth = s[k:-k], 0
+        for m in re.finditer(r"\\.|[{}]", inner):
+            depth += {"{": 1, "}": -1}.get(m.group(), 0)
+            if depth < 0:
+                break
+        if depth == 0:
+            return inner
+        k = 0 if k == 1 else 1  # unbalanced inside: retry with a single pair, then give up
+    return s
+
+
 def _unwrap_text(s: str) -> str:
     # Innermost first, a bounded number of rounds: pathological nesting stays linear-ish.
     for _ in range(5):
@@ -68,9 +83,7 @@ def normalize_answer(answer: str) -> str:
     whitespace; turns ``\\dfrac``/``\\tfrac`` into ``\\frac``, ``{,}`` into ``,``; unwraps
     ``\\text{...}``-like wrappers; strips a trailing plain-word unit after a number (``12 cm``).
     """
-    s = answer.strip()
-    if s.startswith("\\boxed{") and s.endswith("}"):
-        s = s[len("\\boxed{") : -1]
+    s = _strip_outer_braces(answer.strip().replace("\u2212", "-"))
     s = s.replace("$", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = _SPACING_RE.sub(" ", s)
     s = _DEGREE_RE.sub("", s)
@@ -93,7 +106,7 @@ def _to_fraction(literal: str) -> Fraction | None:
         dec = Decimal(literal)
     except InvalidOperation:
         return None
-    if not dec.is_finite() or abs(dec.adjusted()) > _MAX_EXPONENT:
+    if not dec.is_finite() or abs(int(dec.as_tuple().exponent)) > _MAX_EXPONENT:
         return None
     return Fraction(dec)
 

@@ -116,6 +116,8 @@ def _clean_inline(answer: str) -> str:
         dollar = ans.find("$")
         if dollar > 0:
             ans = ans[:dollar]
+        # "204. I hope it is correct.": the sentence ends at a period followed by a space.
+        ans = re.split(r"\.\s", ans, maxsplit=1)[0]
     return ans.strip().rstrip(".").strip()
 
 

@@ -179,17 +179,17 @@ class RewardFunction:
         answers = _answers(answers, kwargs, len(completions))
         if completion_lengths is None and kwargs.get("completion_ids") is not None:
             completion_lengths = [len(ids) for ids in kwargs["completion_ids"]]
-        texts = [_completion_text(c) for c in completions]
-        verdicts = self.verifier.verify_batch(texts, answers)
         c = self.config
-        if c.format_reward == 0 and c.overlong_max_len is None:
-            return verdicts
         if c.overlong_max_len is not None and (
             completion_lengths is None or len(completion_lengths) != len(completions)
         ):
             raise ValueError(
                 "RewardFunction: overlong_max_len is set, so pass completion_lengths (token counts), one per completion"
             )
+        texts = [_completion_text(item) for item in completions]
+        verdicts = self.verifier.verify_batch(texts, answers)
+        if c.format_reward == 0 and c.overlong_max_len is None:
+            return verdicts
         shaped = []
         for i, verdict in enumerate(verdicts):
             reward = verdict.reward

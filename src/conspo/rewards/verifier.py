@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
+import select
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -69,51 +74,103 @@ class VerifierStats:
     """Verdict count per reason."""
 
 
-class _Worker:
-    """One worker process and its two pipes."""
+class _Zygote:
+    """The pre-warmed interpreter that forks workers (see :mod:`conspo.rewards.worker`)."""
 
     def __init__(self, init: dict[str, Any]) -> None:
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
-        # The worker must import conspo even when the trainer found it through a sys.path edit.
+        # The zygote must import conspo even when the trainer found it through a sys.path edit.
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+        env["CONSPO_VERIFIER_INIT"] = json.dumps(init)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conspo.rewards.worker", str(task_r), str(result_w), str(os.getpid())],
-                pass_fds=(task_r, result_w),
+                [sys.executable, "-m", "conspo.rewards.worker", str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
                 close_fds=True,
             )
         finally:
-            os.close(task_r)
-            os.close(result_w)
-        self.tasks = Connection(task_w, readable=False)
-        self.results = Connection(result_r, writable=False)
+            theirs.close()
+        self.control = ours
         self.ready = False
         self.started = time.monotonic()
-        self.job: tuple[int, float] | None = None  # (job index, deadline)
-        self.tasks.send(init)
 
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        self.proc.wait()
-        self.tasks.close()
-        self.results.close()
+    def poll_ready(self) -> bool:
+        """True once the zygote has finished its imports (non-blocking)."""
+        if not self.ready:
+            readable, _, _ = select.select([self.control], [], [], 0)
+            if readable:
+                if self.control.recv(1) != b"R":
+                    raise OSError("verifier zygote exited during start-up")
+                self.ready = True
+        return self.ready
 
-    def stop(self, grace: float) -> None:
-        """Close the pipes (the worker exits on EOF), then kill whatever is still running."""
-        with contextlib.suppress(OSError):
-            self.tasks.close()
+    def fork(self) -> _Worker:
+        """A new worker (the zygote must be ready). Raises OSError when the zygote is gone."""
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
         try:
-            self.proc.wait(timeout=grace)
+            socket.send_fds(self.control, [b"F"], [task_r, result_w])
+            self.control.settimeout(30.0)
+            raw = b""
+            while len(raw) < 4:
+                chunk = self.control.recv(4 - len(raw))
+                if not chunk:
+                    raise OSError("verifier zygote closed its socket")
+                raw += chunk
+        except BaseException:
+            os.close(task_w)
+            os.close(result_r)
+            raise
+        finally:
+            self.control.settimeout(None)
+            os.close(task_r)
+            os.close(result_w)
+        return _Worker(
+            struct.unpack("!i", raw)[0],
+            Connection(task_w, readable=False),
+            Connection(result_r, writable=False),
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.control.close()
+        try:
+            self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.results.close()
+
+
+class _Worker:
+    """One forked worker process and its two pipes."""
+
+    def __init__(self, pid: int, tasks: Connection, results: Connection) -> None:
+        self.pid = pid
+        self.tasks = tasks
+        self.results = results
+        self.ready = False  # set when its ("ready", pid) message arrives
+        self.job: tuple[int, float] | None = None  # (job index, deadline)
+
+    def kill(self) -> None:
+        # Not our child (the zygote's): the zygote reaps it. A dead worker's pid is not signalled.
+        if not self.results.closed and _pid_alive(self.pid):
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        for conn in (self.tasks, self.results):
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 class MathVerifier:
@@ -130,7 +187,8 @@ class MathVerifier:
             ``function(completion, answer) -> float | bool | Verdict`` in the workers instead.
         memory_limit_mb: address-space limit per worker (Linux), so a runaway power tower fails
             with MemoryError instead of eating the machine. None disables it.
-        start_timeout: seconds a new worker may take to import math-verify and report ready.
+        start_timeout: seconds the zygote (the interpreter that forks workers) may take to import
+            math-verify and warm up; three failed starts in a row raise RuntimeError.
 
     Use it as a context manager, or call :meth:`close`; an ``atexit`` hook closes any left open.
     Safe to call from any thread (batches from different threads take turns on the pool).
@@ -177,13 +235,14 @@ class MathVerifier:
         self.start_timeout = float(start_timeout)
         self.stats = VerifierStats()
         self._init = {
+            "custom_verifier": custom_verifier,
             "sys_path": [p for p in sys.path if isinstance(p, str)],
             "memory_limit_mb": memory_limit_mb,
         }
         self._workers: list[_Worker] = []
+        self._zygote: _Zygote | None = None
         self._lock = threading.Lock()
         self._closed = False
-        self._start_failures = 0
         _LIVE.add(self)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -199,21 +258,62 @@ class MathVerifier:
             self.close()
 
     def close(self) -> None:
-        """Stop every worker (idempotent). A closed verifier restarts its pool on the next call."""
+        """Stop every worker and the zygote (idempotent). A closed verifier restarts on the next call."""
         workers, self._workers = self._workers, []
         for worker in workers:
-            if worker.job is not None:
-                worker.kill()
-            else:
-                worker.stop(grace=1.0)
+            worker.kill()
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
 
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for monitoring and tests)."""
-        return [w.proc.pid for w in self._workers if w.proc.poll() is None]
+        return [w.pid for w in self._workers if _pid_alive(w.pid)]
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process this verifier runs: the zygote, then the workers."""
+        zygote = (
+            [self._zygote.proc.pid] if self._zygote is not None and self._zygote.proc.poll() is None else []
+        )
+        return zygote + self.worker_pids
+
+    def _ensure_zygote(self) -> _Zygote:
+        """The running, warmed-up zygote; starts one (blocking up to ``start_timeout``) if needed."""
+        if self._zygote is not None and self._zygote.proc.poll() is None:
+            return self._zygote
+        failures = 0
+        while True:
+            if self._zygote is not None:
+                self._zygote.stop()
+            self._zygote = zygote = _Zygote(self._init)
+            deadline = time.monotonic() + self.start_timeout
+            try:
+                while not zygote.poll_ready():
+                    if zygote.proc.poll() is not None:
+                        raise OSError(f"exit code {zygote.proc.returncode}")
+                    if time.monotonic() > deadline:
+                        raise OSError(f"not ready after {self.start_timeout:.0f}s")
+                    select.select([zygote.control], [], [], 0.1)
+                return zygote
+            except OSError as err:
+                failures += 1
+                logger.warning("verifier zygote failed to start: %s", err)
+                if failures >= _START_FAILURES_BEFORE_RAISE:
+                    self.close()
+                    raise RuntimeError(
+                        f"MathVerifier: the worker process failed to start {failures} times in a row ({err}); "
+                        f"command: {sys.executable} -m conspo.rewards.worker (see its stderr above)"
+                    ) from err
 
     def _spawn(self) -> None:
-        self._workers.append(_Worker(self._init))
+        try:
+            worker = self._ensure_zygote().fork()
+        except OSError:  # the zygote died since it last answered: start a new one, once
+            self._zygote = None
+            worker = self._ensure_zygote().fork()
+        self._workers.append(worker)
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -314,78 +414,52 @@ class MathVerifier:
             self._spawn()
         self.stats.worker_checks += len(jobs)
         while pending or any(w.job is not None for w in self._workers):
-            now = time.monotonic()
-            for worker in self._workers:
-                if worker.ready and worker.job is None and pending:
+            for worker in list(self._workers):
+                if worker.job is None and pending:
                     index = pending.popleft()
                     try:
                         worker.tasks.send(jobs[index])
-                    except (BrokenPipeError, OSError):
-                        pending.appendleft(index)  # the worker died while idle; replaced below
-                        worker.ready = False
-                        self._replace(worker, starting_failure=False)
-                        break
-                    worker.job = (index, now + self.timeout)
-            waiting = [w for w in self._workers if w.job is not None or not w.ready]
-            deadlines = [w.job[1] for w in waiting if w.job is not None]
-            deadlines += [w.started + self.start_timeout for w in waiting if not w.ready]
-            wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
-            readable = wait([w.results for w in waiting], timeout=wait_for)
+                    except OSError:  # died while idle: replace it and retry the item
+                        pending.appendleft(index)
+                        self._replace(worker)
+                        continue
+                    worker.job = (index, time.monotonic() + self.timeout)
+            busy = [w for w in self._workers if w.job is not None]
+            wait_for = max(0.0, min(w.job[1] for w in busy) - time.monotonic())  # type: ignore[index]
+            readable = wait([w.results for w in busy], timeout=wait_for)
             now = time.monotonic()
-            for worker in list(waiting):
+            for worker in busy:
+                index, deadline = worker.job  # type: ignore[misc]
                 if worker.results in readable:
                     try:
                         message = worker.results.recv()
+                        while message[0] == "ready" and worker.results.poll():
+                            message = worker.results.recv()
                     except (EOFError, OSError):
-                        self._worker_died(worker, outcomes)
+                        outcomes[index] = ("err", "worker process died")
+                        self.stats.errors += 1
+                        self._replace(worker)
                         continue
-                    if not worker.ready:
-                        worker.ready = message[0] == "ready"
-                        self._start_failures = 0
-                        continue
-                    index, _ = worker.job  # type: ignore[misc]
+                    if message[0] == "ready":
+                        continue  # its start-up note; the answer is still to come
                     worker.job = None
                     outcomes[index] = message
                     if message[0] == "err":
                         self.stats.errors += 1
                         logger.debug("verifier check failed: %s", message[1])
-                elif worker.job is not None and now >= worker.job[1]:
-                    index, _ = worker.job
+                elif now >= deadline:
                     outcomes[index] = ("timeout", None)
                     self.stats.timeouts += 1
                     logger.warning(
-                        "verifier check ran past %.1fs; worker %d killed", self.timeout, worker.proc.pid
+                        "verifier check ran past %.1fs; worker %d killed", self.timeout, worker.pid
                     )
-                    self._replace(worker, starting_failure=False)
-                elif not worker.ready and now >= worker.started + self.start_timeout:
-                    logger.warning(
-                        "verifier worker %d did not start in %.0fs", worker.proc.pid, self.start_timeout
-                    )
-                    self._replace(worker, starting_failure=True)
+                    self._replace(worker)
         return outcomes  # type: ignore[return-value]
 
-    def _worker_died(self, worker: _Worker, outcomes: list) -> None:
-        if worker.job is not None:
-            index, _ = worker.job
-            worker.job = None
-            outcomes[index] = ("err", f"worker died (exit code {worker.proc.poll()})")
-            self.stats.errors += 1
-            self._replace(worker, starting_failure=False)
-        else:
-            self._replace(worker, starting_failure=not worker.ready)
-
-    def _replace(self, worker: _Worker, *, starting_failure: bool) -> None:
+    def _replace(self, worker: _Worker) -> None:
         worker.job = None
         worker.kill()
         self._workers.remove(worker)
-        if starting_failure:
-            self._start_failures += 1
-            if self._start_failures >= _START_FAILURES_BEFORE_RAISE:
-                self.close()
-                raise RuntimeError(
-                    f"MathVerifier: workers failed to start {self._start_failures} times in a row "
-                    f"({sys.executable} -m conspo.rewards.worker); see their stderr above"
-                )
         self.stats.restarts += 1
         self._spawn()
 

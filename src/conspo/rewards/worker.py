@@ -1,20 +1,30 @@
-"""The verifier worker: a fresh interpreter that answers check requests over a pipe.
+"""Verifier worker processes: a pre-warmed "zygote" interpreter that forks one worker per request.
 
-Started by :class:`~conspo.rewards.MathVerifier` as ``python -m conspo.rewards.worker <task_fd>
-<result_fd> <parent_pid>``. A fresh interpreter (spawn semantics) rather than ``multiprocessing``:
-it never re-imports the trainer's ``__main__``, and works from daemonic processes and any thread.
+:class:`~conspo.rewards.MathVerifier` starts ``python -m conspo.rewards.worker <control_fd>
+<parent_pid>``: a fresh interpreter (spawn semantics: it never re-imports the trainer's
+``__main__``, holds no torch/CUDA state, and can be started from any thread or a daemonic process).
+It imports math-verify once, warms it up, and then forks a worker whenever the verifier asks, so a
+worker killed at the timeout is replaced in milliseconds instead of a fresh interpreter's seconds.
+The zygote is single-threaded, which keeps ``fork`` safe.
 
-Protocol (pickled objects, :class:`multiprocessing.connection.Connection` framing):
-parent sends ``{"sys_path": [...], "memory_limit_mb": int | None}`` once; the worker answers
-``("ready", pid)``; then each request ``(kind, args)`` gets ``("ok", result)`` or ``("err", message)``.
-EOF closes the worker; so does its parent going away (checked twice a second, even mid-check).
+Control socket (AF_UNIX stream): the parent sends ``b"F"`` with two file descriptors attached
+(task pipe read end, result pipe write end); the zygote forks and answers the worker's pid as 4
+bytes. Closing the socket stops the zygote. Worker pipes carry pickled objects with
+:class:`multiprocessing.connection.Connection` framing: each request ``(kind, args)`` gets
+``("ok", result)`` or ``("err", message)``; the worker first sends ``("ready", pid)``.
+Every process exits when its parent goes away (checked twice a second, even mid-check).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import os
+import select
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -88,32 +98,11 @@ def _handle(kind: str, args: tuple, custom: dict):
         raise TypeError(
             f"custom verifier {path!r} returned {type(result).__name__}; expected float, bool or Verdict"
         )
-    if kind == "sleep":  # test hook: a check that hangs
-        time.sleep(args[0])
-        return None
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    task_fd, result_fd, parent_pid = (int(a) for a in argv[:3])
-    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    tasks = Connection(task_fd, writable=False)
-    results = Connection(result_fd, readable=False)
-    try:
-        init = tasks.recv()
-    except (EOFError, OSError):
-        return 0
-    for entry in reversed(init.get("sys_path", [])):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    _limit_memory(init.get("memory_limit_mb"))
-    from conspo.rewards import equivalence
-
-    equivalence._math_verify()  # pay the import before reporting ready, not inside a timed check
-    equivalence.symbolic_equivalence("1", "1")
+def _serve(tasks: Connection, results: Connection) -> int:
+    """A worker's loop: answer requests until the pipe closes."""
     results.send(("ready", os.getpid()))
     custom: dict = {}
     while True:
@@ -134,6 +123,60 @@ def main(argv: list[str] | None = None) -> int:
             results.send(reply)
         except (BrokenPipeError, OSError):
             return 0
+        except Exception as err:  # an unpicklable result from a custom verifier
+            results.send(("err", f"result could not be sent back: {type(err).__name__}: {err}"[:2000]))
+
+
+def _fork_worker(control: socket.socket, fds: list[int]) -> None:
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            control.close()
+            zygote_pid = os.getppid()
+            threading.Thread(target=_watch_parent, args=(zygote_pid,), daemon=True).start()
+            code = _serve(Connection(fds[0], writable=False), Connection(fds[1], readable=False))
+        finally:
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    control.sendall(struct.pack("!i", pid))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The zygote: warm up, then fork a worker per request until the control socket closes."""
+    argv = sys.argv[1:] if argv is None else argv
+    control_fd, parent_pid = int(argv[0]), int(argv[1])
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps killed workers: no zombies
+    init = json.loads(os.environ.get("CONSPO_VERIFIER_INIT", "{}"))
+    for entry in reversed(init.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    _limit_memory(init.get("memory_limit_mb"))
+    from conspo.rewards import equivalence
+
+    equivalence._math_verify()  # every forked worker inherits the imports and warm caches
+    equivalence.symbolic_equivalence("\\frac{1}{2}", "0.5")
+    if init.get("custom_verifier"):
+        with contextlib.suppress(Exception):  # reported per item by the worker that needs it
+            load_callable(init["custom_verifier"])
+    control = socket.socket(fileno=control_fd)
+    control.sendall(b"R")
+    while True:
+        if os.getppid() != parent_pid:
+            return 0
+        readable, _, _ = select.select([control], [], [], 0.5)
+        if not readable:
+            continue
+        try:
+            msg, fds, _, _ = socket.recv_fds(control, 1, 2)
+        except OSError:
+            return 0
+        if not msg:
+            return 0
+        _fork_worker(control, fds)
 
 
 if __name__ == "__main__":

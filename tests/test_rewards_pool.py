@@ -1,0 +1,230 @@
+"""The verifier pool's reliability: hard timeouts, dead workers, bad input, threads, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conspo.rewards import MathVerifier, Reason, Verdict
+
+TIMEOUT = 1.0
+MARGIN = 3.0  # killing and replacing a worker, on a shared 2-core machine
+
+
+# Custom verifiers: workers import them by path ("test_rewards_pool:<name>"; pytest puts tests/ on sys.path).
+def sleep_forever(completion: str, answer: str) -> float:
+    if completion == "hang":
+        time.sleep(10_000)
+    return 1.0 if completion == answer else 0.0
+
+
+def die(completion: str, answer: str) -> float:
+    if completion == "die":
+        os._exit(3)
+    return 1.0
+
+
+def typed(completion: str, answer: str):
+    return {"float": 0.25, "bool": True, "verdict": Verdict(0.5, True, "x", "custom")}.get(
+        completion, "bad type"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids: list[int], seconds: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    with MathVerifier(num_workers=2, timeout=TIMEOUT) as v:
+        yield v
+
+
+ADVERSARIAL = {
+    "none": (None, "5"),
+    "empty": ("", "5"),
+    "not a string": (12345, "5"),
+    "bytes": (b"\\boxed{5}", "5"),
+    "1 MB response": ("lorem ipsum " * 90_000 + "\\boxed{5}", "5"),
+    "1 MB of digits": ("7" * 1_000_000, "5"),
+    "nested braces": ("\\boxed{" + "{" * 5000 + "5" + "}" * 5000 + "}", "5"),
+    "unbalanced braces": ("\\boxed{" * 3000 + "5" + "}" * 10, "5"),
+    "power tower": ("\\boxed{10^{10^{10^{10}}}}", "10"),
+    "power tower gold": ("\\boxed{5}", "10^{10^{10^{10}}}"),
+    "empty box": ("so \\boxed{}", "5"),
+    "many boxes": ("".join(f"\\boxed{{{i}}} " for i in range(20_000)), "19999"),
+    "unicode and control": ("réponse \x00\x07\u202e ∑ \U0001f600 \\boxed{５}", "5"),
+    "huge integer": ("\\boxed{" + "9" * 5000 + "}", "9"),
+    "huge exponent": ("\\boxed{1e999999999}", "1"),
+    "gold none": ("\\boxed{5}", None),
+    "gold empty": ("\\boxed{5}", "  "),
+    "gold list": ("\\boxed{5}", ["5"]),
+    "latex garbage": ("\\boxed{\\frac{\\frac{\\sqrt{}}{}}{\\left(}", "1"),
+    "deep frac": ("\\boxed{" + "\\frac{1}{" * 300 + "2" + "}" * 300 + "}", "1"),
+}
+
+
+@pytest.mark.slow
+def test_adversarial_inputs_each_get_a_verdict_within_the_timeout(verifier):
+    for name, (completion, answer) in ADVERSARIAL.items():
+        start = time.monotonic()
+        verdict = verifier.verify(completion, answer)
+        elapsed = time.monotonic() - start
+        assert isinstance(verdict, Verdict), name
+        assert elapsed < TIMEOUT + MARGIN, f"{name} took {elapsed:.1f}s"
+        assert verdict.reason in set(Reason), name
+        if name.startswith("gold"):
+            assert verdict.reason == Reason.INVALID_GOLD, name
+        if name in ("none", "empty", "not a string", "bytes", "empty box"):
+            assert verdict.reason == Reason.NO_ANSWER, name
+    assert verifier.verify("\\boxed{5}", "5").correct  # still serving
+    assert verifier.verify("many \\boxed{1} then \\boxed{19999}", "19999").correct
+
+
+def test_batch_of_adversarial_inputs_keeps_order(verifier):
+    names = [n for n in ADVERSARIAL if "tower" not in n]
+    verdicts = verifier.verify_batch([ADVERSARIAL[n][0] for n in names], [ADVERSARIAL[n][1] for n in names])
+    assert len(verdicts) == len(names)
+    got = dict(zip(names, verdicts))
+    assert got["1 MB response"].correct and got["nested braces"].correct and got["many boxes"].correct
+    assert got["empty box"].reason == Reason.NO_ANSWER and got["gold list"].reason == Reason.INVALID_GOLD
+
+
+def test_hang_is_killed_reported_and_pool_keeps_serving():
+    path = "test_rewards_pool:sleep_forever"
+    with MathVerifier(num_workers=1, timeout=1.0, custom_verifier=path) as v:
+        assert v.verify("ok", "ok").reason == Reason.CUSTOM
+        (pid,) = v.worker_pids
+        start = time.monotonic()
+        verdicts = v.verify_batch(["hang", "ok", "no"], ["x", "ok", "ok"])
+        assert time.monotonic() - start < 1.0 + MARGIN
+        assert [(x.reason, x.correct) for x in verdicts] == [
+            (Reason.TIMEOUT, False),
+            (Reason.CUSTOM, True),
+            (Reason.CUSTOM, False),
+        ]
+        assert verdicts[0].reward == 0.0
+        assert _wait_gone([pid]) == []
+        assert v.stats.timeouts == 1 and v.stats.restarts == 1
+        assert pid not in v.worker_pids and len(v.worker_pids) == 1
+
+
+def test_dead_worker_gives_error_and_is_replaced():
+    with MathVerifier(num_workers=1, timeout=5.0, custom_verifier="test_rewards_pool:die") as v:
+        verdicts = v.verify_batch(["die", "fine"], ["1", "1"])
+        assert [x.reason for x in verdicts] == [Reason.ERROR, Reason.CUSTOM]
+        assert v.stats.errors == 1 and v.stats.restarts == 1
+
+
+def test_custom_verifier_result_types():
+    with MathVerifier(num_workers=1, custom_verifier="test_rewards_pool:typed") as v:
+        floats, bools, verdict, bad = v.verify_batch(["float", "bool", "verdict", "other"], ["a"] * 4)
+    assert (floats.reward, floats.correct) == (0.25, False)
+    assert (bools.reward, bools.correct) == (1.0, True)
+    assert verdict == Verdict(0.5, True, "x", "custom")
+    assert bad.reason == Reason.ERROR
+
+
+def test_works_from_threads(verifier):
+    results: dict[int, list] = {}
+
+    def run(k: int) -> None:
+        results[k] = verifier.verify_batch(
+            ["\\boxed{x+1}", "\\boxed{(1,2]}", f"\\boxed{{{k}}}"], ["1+x", "(1,2]", "3"]
+        )
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [0, 1, 2, 3]
+    for k, verdicts in results.items():
+        assert [v.correct for v in verdicts] == [True, True, k == 3]
+
+
+def test_equivalent_pairs_for_majority_grouping(verifier):
+    pairs = [
+        ("\\frac12", "0.5"),
+        ("x+1", "1+x"),
+        ("(1,2)", "(2,1)"),
+        ("2", "3"),
+        (None, "1"),
+        ("\\{1,2\\}", "\\{2,1\\}"),
+    ]
+    assert verifier.equivalent_pairs(pairs) == [True, True, False, False, False, True]
+    assert verifier.equivalent("\\sqrt{8}", "2\\sqrt2")
+
+
+def test_bad_arguments_raise_with_the_name():
+    with pytest.raises(ValueError, match="num_workers"):
+        MathVerifier(num_workers=0)
+    with pytest.raises(ValueError, match="timeout"):
+        MathVerifier(timeout=-1)
+    with MathVerifier(num_workers=1) as v, pytest.raises(ValueError, match="2 completions but 1 answers"):
+        v.verify_batch(["a", "b"], ["1"])
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {src!r})
+    from conspo.rewards import MathVerifier
+    v = MathVerifier(num_workers=2, timeout=30.0)
+    v.verify("\\\\boxed{{x+1}}", "1+x")  # starts the pool
+    print(" ".join(map(str, v.pids)), flush=True)  # the zygote and both workers
+    mode = sys.argv[1]
+    if mode == "hang":  # a batch in flight when the parent is killed or interrupted
+        v.verify_batch(["\\\\boxed{{1}}"], ["1"])
+        time.sleep(60)
+    if mode == "exit":  # no close(): the atexit hook must stop the workers
+        sys.exit(0)
+    """
+)
+
+
+@pytest.mark.slow
+def test_no_orphan_workers_after_parent_exits(tmp_path):
+    """Normal exit without close() (atexit), SIGKILL, SIGINT and SIGTERM mid-batch: no worker survives."""
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(src=str(Path(__file__).resolve().parents[1] / "src")))
+    modes = {"exit": None, "sigkill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
+    procs = {
+        mode: subprocess.Popen(
+            [sys.executable, str(script), "exit" if mode == "exit" else "hang"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in modes
+    }  # started together: each one pays a Python start and a pool start
+    pids = {}
+    for mode, proc in procs.items():
+        pids[mode] = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids[mode]) == 3, proc.stderr.read()
+    time.sleep(0.3)
+    for mode, proc in procs.items():
+        if modes[mode] is not None:
+            proc.send_signal(modes[mode])
+    for mode, proc in procs.items():
+        proc.wait(30)
+        assert _wait_gone(pids[mode], 5.0) == [], f"orphan workers after {mode}"
