@@ -33,8 +33,11 @@ pins="$(mktemp)"
 trap 'rm -f "$pins"' EXIT
 printf 'torch==%s\nantlr4-python3-runtime==4.9.3\n' "$TORCH_VERSION" > "$pins"
 
+# TransferQueue, cachetools, pyzmq, msgspec, fastapi and uvicorn come from verl's `verl-core` extra: the V1
+# trainer (and so the `conspo_sync` trainer) imports them. The rest of that extra is GPU-side and not needed.
 "$PIP" install -q -c "$pins" \
     "verl==$VERL_VERSION" \
+    "TransferQueue>=0.1.10" cachetools pyzmq msgspec fastapi uvicorn \
     "transformers>=5.5.3,<5.11,!=5.6.0" \
     "math-verify[antlr4_9_3]>=0.8,<0.10" \
     "antlr4-python3-runtime==4.9.3" \
@@ -46,6 +49,7 @@ printf 'torch==%s\nantlr4-python3-runtime==4.9.3\n' "$TORCH_VERSION" > "$pins"
 
 "$VENV/bin/python" - <<'PY'
 import antlr4, hydra, torch, transformers, verl  # noqa: F401
+import verl.trainer.ppo.v1.trainer_sync  # noqa: F401  (needs TransferQueue)
 import conspo
 from math_verify import parse, verify
 

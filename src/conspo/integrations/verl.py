@@ -287,6 +287,7 @@ def _register_trainer():
             metrics.update(context.metrics)
             return batch
 
+    ConSPOTrainerSync.__qualname__ = "ConSPOTrainerSync"
     return ConSPOTrainerSync
 
 
