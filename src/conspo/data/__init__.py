@@ -1,21 +1,52 @@
-"""Problems, datasets and prompt templates (``Problem``, ``load_problems``, ``render_prompt``)."""
+"""Problems, datasets and prompt templates.
+
+>>> from conspo.data import load_problems, render_prompt
+>>> problems = load_problems("testbed:add", split="eval", limit=2)
+>>> problems[0].answer == str(eval(problems[0].problem))
+True
+"""
 
 from __future__ import annotations
 
+from conspo.data.loading import (
+    DataError,
+    DataValidationError,
+    LoadReport,
+    RowIssue,
+    load_problems,
+    read_problems,
+)
+from conspo.data.overlap import Overlap, check_overlap, normalize_problem_text
 from conspo.data.problem import Problem
+from conspo.data.registry import DatasetSpec, get_dataset_spec, list_datasets, register_dataset
 from conspo.data.templates import (
     PromptTemplate,
     get_template,
     list_templates,
+    load_template_file,
     register_template,
     render_prompt,
 )
 
 __all__ = [
+    "DataError",
+    "DataValidationError",
+    "DatasetSpec",
+    "LoadReport",
+    "Overlap",
     "Problem",
     "PromptTemplate",
+    "RowIssue",
+    "check_overlap",
+    "get_dataset_spec",
     "get_template",
+    "list_datasets",
     "list_templates",
+    "load_problems",
+    "load_template_file",
+    "normalize_problem_text",
+    "read_problems",
+    "register_dataset",
     "register_template",
     "render_prompt",
 ]
