@@ -43,6 +43,8 @@ def test_paper_defaults():
     assert (sapo.tau_pos, sapo.tau_neg) == (1.0, 1.05)
     disco = get_objective("disco")
     assert (disco.tau, disco.delta, disco.beta, disco.negatives) == (10.0, 1e-4, 1e3, "lse")
+    token_level = {name for name in NAMES if get_objective(name).normalize_by == "tokens"}
+    assert token_level == {"dapo", "cispo"}
 
 
 def test_unknown_name_lists_valid_names():

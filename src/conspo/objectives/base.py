@@ -103,6 +103,8 @@ class Objective:
     """Registry name, set by `register_objective`."""
     aliases: ClassVar[dict[str, str]] = {}
     """Alternative hyperparameter names accepted by `get_objective` (alias -> field name)."""
+    normalize_by: ClassVar[Literal["groups", "tokens"]] = "groups"
+    """The global count (a `Credit.normalizer` key) that the objective's main term is divided by."""
 
     kl_coef: float = field(
         default=0.0,
@@ -260,7 +262,6 @@ class RatioObjective(Objective):
     """
 
     token_reduction: ClassVar[Literal["mean", "sum"]] = "mean"
-    normalize_by: ClassVar[Literal["groups", "tokens"]] = "groups"
     scale_by_std: ClassVar[bool] = True
 
     @property
