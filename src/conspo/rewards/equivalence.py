@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
 
+from conspo.rewards.latex_arith import compare_expressions
 from conspo.rewards.verdict import Reason, Verdict, make_verdict
 
 __all__ = [
@@ -40,7 +41,7 @@ _UNITS = {
     "hour", "hours", "minute", "minutes", "second", "seconds", "day", "days", "week", "weeks", "year",
     "years", "mph", "kg", "g", "lb", "lbs", "pounds", "sq", "square", "cubic", "percent", "points",
 }  # fmt: skip
-_UNIT_TAIL_RE = re.compile(r"^(.*?\d)\s+([A-Za-z]+(?:\s+[A-Za-z]+)?)\.?$")
+_UNIT_TAIL_RE = re.compile(r"^(.*?[\d}])\s+([A-Za-z]+(?:\s+[A-Za-z]+)?)\.?$")
 _CHOICE_RE = re.compile(r"^\(?([A-E])\)?[.:]?$")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _DECIMAL_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
@@ -84,11 +85,17 @@ def normalize_answer(answer: str) -> str:
     ``\\text{...}``-like wrappers; strips a trailing plain-word unit after a number (``12 cm``).
     """
     s = _strip_outer_braces(answer.strip().replace("\u2212", "-"))
-    s = s.replace("$", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
+    s = (
+        s.replace("\\$", "")
+        .replace("$", "")
+        .replace("\\dfrac", "\\frac")
+        .replace("\\tfrac", "\\frac")
+        .replace("{,}", ",")
+    )
     s = _SPACING_RE.sub(" ", s)
     s = _DEGREE_RE.sub("", s)
     s = _unwrap_text(s)
-    s = s.replace("\\%", "%").replace("\\$", "").strip().rstrip(".").strip()
+    s = s.replace("\\%", "%").strip().rstrip(".").strip()
     unit = _UNIT_TAIL_RE.match(s)
     if unit and all(word.lower() in _UNITS for word in unit.group(2).split()):
         s = unit.group(1)
@@ -189,7 +196,9 @@ def fast_equivalence(gold: str, pred: str, rel_tol: float = DEFAULT_REL_TOL) -> 
     """The verdict's reason when the cheap paths settle it, else None (symbolic check needed).
 
     Returns ``Reason.EXACT`` (same normalized string or choice letter), ``Reason.NUMERIC`` (equal
-    numbers), ``Reason.NOT_EQUAL`` (both are plain numbers, or both choice letters, and they differ).
+    numbers), ``Reason.SYMBOLIC`` (arithmetic expressions that agree at random points, see
+    :mod:`conspo.rewards.latex_arith`), ``Reason.NOT_EQUAL`` (numbers, choice letters or arithmetic
+    expressions that differ).
     """
     g, p = normalize_answer(gold), normalize_answer(pred)
     if g == p and g:
@@ -207,7 +216,81 @@ def fast_equivalence(gold: str, pred: str, rel_tol: float = DEFAULT_REL_TOL) -> 
     g_num, p_num = parse_number(gold), parse_number(pred)
     if g_num is not None and p_num is not None:
         return Reason.NUMERIC if _numbers_equal(g_num, p_num, rel_tol) else Reason.NOT_EQUAL
+    if g_num is not None and g_num[1]:
+        return None  # a percentage against an expression: math-verify knows the percent forms
+    if len(g) <= _FAST_MAX_CHARS and len(p) <= _FAST_MAX_CHARS:
+        same = _same_value(g, p, rel_tol)
+        if same is not None:
+            return Reason.SYMBOLIC if same else Reason.NOT_EQUAL
     return None
+
+
+_BRACKETS = {"(": ")", "[": "]", "\\{": "\\}"}
+
+
+def _split_top(s: str) -> list[str] | None:
+    """Split on commas outside any bracket; None when the brackets do not balance."""
+    parts, depth, start = [], 0, 0
+    for m in re.finditer(r"\\[{}]|[(\[{]|[)\]}]|,", s):
+        tok = m.group()
+        if tok == ",":
+            if depth == 0:
+                parts.append(s[start : m.start()])
+                start = m.end()
+        elif tok in ("(", "[", "{", "\\{"):
+            depth += 1
+        else:
+            depth -= 1
+            if depth < 0:
+                return None
+    return parts + [s[start:]] if depth == 0 else None
+
+
+def _shape(s: str) -> tuple[str, list[str]] | None:
+    """("(", elements) for a bracketed list, ("", elements) for a bare comma list, else None."""
+    for left, right in _BRACKETS.items():
+        if s.startswith(left) and s.endswith(right):
+            inner = s[len(left) : -len(right)]
+            parts = _split_top(inner)
+            # "(1,2)(3,4)" or "(1,2]": the first bracket must close at the very end
+            if parts is not None and _split_top(s[len(left) :]) is None:
+                return (left + right, parts) if len(parts) > 1 or left == "\\{" else None
+    if s.startswith(("(", "[")) and s.endswith((")", "]")):
+        inner = s[1:-1]
+        parts = _split_top(inner)
+        if parts is not None and len(parts) == 2 and _split_top(s[1:]) is None:
+            return s[0] + s[-1], parts  # a half-open interval "(3,4]"
+    parts = _split_top(s)
+    return ("", parts) if parts is not None and len(parts) > 1 else None
+
+
+def _same_value(g: str, p: str, rel_tol: float, depth: int = 0) -> bool | None:
+    """Equal / different / undecided, for normalized numbers, arithmetic and lists of them."""
+    if g == p:
+        return True
+    if depth > 3 or "\\cup" in g + p or "\\pm" in g + p or "=" in g + p:
+        return None
+    g_num, p_num = parse_number(g), parse_number(p)
+    if g_num is not None and p_num is not None:
+        return _numbers_equal(g_num, p_num, rel_tol)
+    g_shape, p_shape = _shape(g), _shape(p)
+    if g_shape is None and p_shape is None:
+        return compare_expressions(g, p, rel_tol)
+    if g_shape is None or p_shape is None or g_shape[0] != p_shape[0]:
+        return None  # a list against a single value, or different brackets: math-verify decides
+    (kind, g_items), (_, p_items) = g_shape, p_shape
+    if kind in ("()", "[]", "(]", "[)"):  # tuples, vectors, intervals: in order
+        if len(g_items) != len(p_items):
+            return False if kind == "()" and min(len(g_items), len(p_items)) > 1 else None
+        verdicts = [_same_value(a, b, rel_tol, depth + 1) for a, b in zip(g_items, p_items)]
+        if False in verdicts:
+            return False if None not in verdicts or kind == "()" else None
+        return None if None in verdicts else True
+    # sets and bare answer lists: order-free, every element matched both ways
+    table = [[_same_value(a, b, rel_tol, depth + 1) for b in p_items] for a in g_items]
+    if any(None in row for row in table):
+        return None
+    return all(any(row) for row in table) and all(any(col) for col in zip(*table))
 
 
 # -- symbolic path (math-verify); runs inside verifier workers ---------------------------------------

@@ -1,0 +1,217 @@
+"""Verifier throughput: ``MathVerifier`` against calling math-verify directly in one process.
+
+    .venv/bin/python benchmarks/verifier.py [--n 2000] [--workers 2] [--batch 512] [--data-dir ../shared/data]
+
+Builds ``--n`` realistic responses from the gold answers in ``../shared/data`` (a reasoning text from
+the reference solution or the problem, ending in a boxed answer; half correct, some of those in an
+equivalent rewritten form; half near misses), then measures, side by side in one run:
+
+- conspo: ``MathVerifier.verify_batch`` in batches of ``--batch`` (a training step's rollouts);
+  throughput over the whole set, and per-item latency from ``verify()`` on a sample;
+- direct: ``math_verify.verify(parse(gold), parse(response))`` item by item in this process, with
+  its own signal-based timeouts (main thread only), the way a simple reward function calls it.
+
+Prints verdicts per second, p50/p99 latency, agreement with the construction labels, and the
+accuracy of both on the labelled cases of ``tests/test_rewards_cases.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import re
+import statistics
+import time
+from pathlib import Path
+
+from conspo.rewards import MathVerifier, extract_boxed
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = [
+    "math500",
+    "olympiadbench",
+    "minerva_math",
+    "aime24",
+    "aime25",
+    "amc23",
+    "hmmt_feb25",
+    "gsm8k_test",
+]
+
+
+def load_rows(data_dir: Path) -> list[dict]:
+    rows = []
+    for name in SOURCES:
+        with open(data_dir / f"{name}.jsonl", encoding="utf-8") as handle:
+            batch = [json.loads(line) for line in handle]
+        rows += batch[:400] if name == "gsm8k_test" else batch
+    return rows
+
+
+def reasoning(row: dict) -> str:
+    """The reference solution without its final answer marker, else the problem restated."""
+    text = (
+        row.get("solution") or f"We need to solve: {row['problem']}\nLet us set up the equations carefully."
+    )
+    text = re.sub(r"\n####.*", "", text)
+    text = re.sub(r"<<[^>]*>>", "", text)
+    while "\\boxed" in text:  # keep the content of the solution's own box: a model's last box is what counts
+        inner = extract_boxed(text)
+        start = text.rfind("\\boxed")
+        end = text.find(inner, start) + len(inner) + 1 if inner is not None else start + len("\\boxed")
+        text = text[:start] + (inner or "") + text[end:]
+    return text[:1500]
+
+
+def rewrite(gold: str, rng: random.Random) -> str:
+    """An equivalent form of ``gold`` a model might write (or ``gold`` itself)."""
+    if re.fullmatch(r"-?\d+", gold):
+        n = int(gold)
+        return rng.choice([f"{n:,}" if abs(n) >= 1000 else gold, gold + ".0", gold])
+    if "\\frac" in gold:
+        return gold.replace("\\frac", "\\dfrac")
+    return gold
+
+
+def near_miss(gold: str, rng: random.Random) -> str:
+    """A wrong answer close to ``gold``: off by one, wrong sign, ten times off, or one digit changed."""
+    if re.fullmatch(r"-?\d+(\.\d+)?", gold):
+        value = float(gold) if "." in gold else int(gold)
+        return str(rng.choice([value + 1, -value if value else 1, value * 10]))
+    digits = [i for i, ch in enumerate(gold) if ch.isdigit()]
+    if digits:
+        i = rng.choice(digits)
+        return gold[:i] + str((int(gold[i]) + 1) % 10) + gold[i + 1 :]
+    return gold + "+1"
+
+
+def build(rows: list[dict], n: int, seed: int) -> tuple[list[str], list[str], list[bool]]:
+    rng = random.Random(seed)
+    picks = rng.sample(rows, n) if n <= len(rows) else [rng.choice(rows) for _ in range(n)]
+    completions, answers, labels = [], [], []
+    for k, row in enumerate(picks):
+        correct = k % 2 == 0
+        answer = rewrite(row["answer"], rng) if correct else near_miss(row["answer"], rng)
+        completions.append(f"{reasoning(row)}\n\nTherefore, the final answer is $\\boxed{{{answer}}}$.")
+        answers.append(row["answer"])
+        labels.append(correct)
+    return completions, answers, labels
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_conspo(
+    completions, answers, workers: int, batch: int, timeout: float, latency_sample: int, seed: int
+):
+    with MathVerifier(num_workers=workers, timeout=timeout) as verifier:
+        start = time.perf_counter()
+        verifier.verify("\\boxed{x+1}", "1+x")  # start the pool
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        verdicts = []
+        for i in range(0, len(completions), batch):
+            verdicts += verifier.verify_batch(completions[i : i + batch], answers[i : i + batch])
+        elapsed = time.perf_counter() - start
+        idx = random.Random(seed + 1).sample(range(len(completions)), min(latency_sample, len(completions)))
+        latencies = []
+        for i in idx:
+            t = time.perf_counter()
+            verifier.verify(completions[i], answers[i])
+            latencies.append(time.perf_counter() - t)
+        stats = verifier.stats
+    return verdicts, elapsed, latencies, cold, stats
+
+
+def run_direct(completions, answers, timeout: int):
+    from math_verify import parse, verify
+
+    verdicts, latencies = [], []
+    start = time.perf_counter()
+    for completion, answer in zip(completions, answers):
+        t = time.perf_counter()
+        gold = parse("\\boxed{" + answer + "}", parsing_timeout=timeout)
+        pred = parse(completion, parsing_timeout=timeout)
+        verdicts.append(bool(verify(gold, pred, timeout_seconds=timeout)))
+        latencies.append(time.perf_counter() - t)
+    return verdicts, time.perf_counter() - start, latencies
+
+
+def labelled_cases(data_dir: Path):
+    spec = importlib.util.spec_from_file_location("rewards_cases", REPO / "tests" / "test_rewards_cases.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    golds = {}
+    for name in {c[0] for c in module.CASES}:
+        with open(data_dir / f"{name}.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                golds[(name, row["id"])] = row["answer"]
+    completions = [c[2] for c in module.CASES]
+    answers = [golds[(c[0], c[1])] for c in module.CASES]
+    labels = [c[3] is True for c in module.CASES]
+    return completions, answers, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="responses to verify")
+    parser.add_argument("--workers", type=int, default=2, help="MathVerifier worker processes")
+    parser.add_argument("--batch", type=int, default=512, help="verify_batch size (one training step)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="hard per-item timeout (s)")
+    parser.add_argument("--latency-sample", type=int, default=300, help="items timed one by one for p50/p99")
+    parser.add_argument("--seed", type=int, default=0)
+    default_dir = Path(os.environ.get("CONSPO_DATA_DIR", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data-dir", type=Path, default=default_dir)
+    args = parser.parse_args()
+
+    completions, answers, labels = build(load_rows(args.data_dir), args.n, args.seed)
+    ours, ours_s, ours_lat, cold, stats = run_conspo(
+        completions, answers, args.workers, args.batch, args.timeout, args.latency_sample, args.seed
+    )
+    direct, direct_s, direct_lat = run_direct(completions, answers, int(args.timeout))
+
+    ours_ok = [v.correct for v in ours]
+    n = len(completions)
+    print(
+        f"{n} responses ({sum(labels)} built correct), {os.cpu_count()} CPU cores, {args.workers} workers, batch {args.batch}"
+    )
+    print(
+        f"pool cold start: {cold:.2f}s; settled in-process: {stats.fast_path}/{stats.items}; sent to workers:"
+        f" {stats.worker_checks}; timeouts {stats.timeouts}; errors {stats.errors}"
+    )
+    header = f"{'method':<34}{'verdicts/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'agree w/ labels':>17}"
+    print(header)
+    print("-" * len(header))
+    for name, verdicts, seconds, lat in (
+        ("conspo MathVerifier (batched)", ours_ok, ours_s, ours_lat),
+        ("math-verify direct (1 process)", direct, direct_s, direct_lat),
+    ):
+        agree = sum(a == b for a, b in zip(verdicts, labels)) / n
+        print(
+            f"{name:<34}{n / seconds:>11.0f}{1000 * statistics.median(lat):>9.2f}"
+            f"{1000 * percentile(lat, 0.99):>9.1f}{1000 * max(lat):>9.1f}{agree:>17.1%}"
+        )
+    print(
+        f"speed-up (verdicts/s): {direct_s / ours_s:.1f}x;  conspo and math-verify agree on "
+        f"{sum(a == b for a, b in zip(ours_ok, direct)) / n:.1%} of items"
+    )
+
+    c_completions, c_answers, c_labels = labelled_cases(args.data_dir)
+    with MathVerifier(num_workers=args.workers, timeout=args.timeout) as verifier:
+        c_ours = [v.correct for v in verifier.verify_batch(c_completions, c_answers)]
+    c_direct, _, _ = run_direct(c_completions, c_answers, int(args.timeout))
+    m = len(c_labels)
+    print(
+        f"labelled cases ({m}): conspo {sum(a == b for a, b in zip(c_ours, c_labels))}/{m} correct, "
+        f"math-verify direct {sum(a == b for a, b in zip(c_direct, c_labels))}/{m}"
+    )
+
+
+if __name__ == "__main__":
+    main()

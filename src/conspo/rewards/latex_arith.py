@@ -1,0 +1,232 @@
+"""A tiny evaluator for arithmetic LaTeX answers, so cheap near misses never need math-verify.
+
+It understands only a small, unambiguous grammar: numbers, single-letter variables, ``\\pi``,
+``+ - * / ^``, ``\\cdot``/``\\times``, implicit multiplication, parentheses, ``\\frac``, ``\\sqrt`` and
+``\\sqrt[n]``. Anything else (functions, commas, relations, intervals, factorials, subscripts, ``\\pm``,
+a ``/`` mixed with implicit multiplication, powers past 64, magnitudes past 1e6, results that lost their digits to cancellation) gives None and the
+answer goes to math-verify. Values are complex; variables take the same random values on both sides.
+
+Two expressions that differ at some point are different (a sound "not equal"); two that agree at
+three random points are equal with high probability (polynomial identity testing).
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+import random
+import re
+
+__all__ = ["evaluate", "compare_expressions"]
+
+_TOKEN_RE = re.compile(r"\d+\.?\d*|\.\d+|\\[a-zA-Z]+|[a-zA-Z]|[-+*/^(){}\[\]]|\S")
+_COMMANDS = {"\\frac", "\\sqrt", "\\pi", "\\cdot", "\\times"}
+_WORD_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")  # "pounds", not "\\frac"
+_MAX_EXPONENT = 64
+_MAX_MAGNITUDE = 1e6  # with a 1e-9 tolerance, integers up to here stay apart
+_MAX_CANCELLATION = 1e4  # a result this much smaller than its largest intermediate lost its digits
+_ATOM_START = {"(", "{", "\\frac", "\\sqrt", "\\pi"}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Parser:
+    """Recursive descent over tokens; evaluates as it parses (no tree needed)."""
+
+    def __init__(self, tokens: list[str], env: dict[str, complex]) -> None:
+        self.tokens, self.pos, self.env = tokens, 0, env
+        self.saw_slash = self.saw_implicit = False
+        self.peak = 0.0  # the largest magnitude met on the way: cancellation makes floats unreliable
+
+    def seen(self, value: complex) -> complex:
+        self.peak = max(self.peak, abs(value))
+        return value
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        tok = self.peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise _Unsupported(f"expected {expected!r}, got {tok!r}")
+        self.pos += 1
+        return tok
+
+    def expr(self) -> complex:
+        value = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            rhs = self.term()
+            value = self.seen(value + rhs if op == "+" else value - rhs)
+        return value
+
+    def term(self) -> complex:
+        value = self.unary()
+        while True:
+            tok = self.peek()
+            if tok in ("*", "\\cdot", "\\times", "/"):
+                self.take()
+                rhs = self.unary()
+                if tok == "/":
+                    self.saw_slash = True
+                    if rhs == 0:
+                        raise _Unsupported("division by zero")
+                    value = self.seen(value / rhs)
+                else:
+                    value = self.seen(value * rhs)
+            elif tok is not None and (tok in _ATOM_START or _is_number(tok) or _is_letter(tok)):
+                self.saw_implicit = True
+                value = self.seen(value * self.power())
+            else:
+                return value
+
+    def unary(self) -> complex:
+        if self.peek() == "-":
+            self.take()
+            return -self.unary()
+        if self.peek() == "+":
+            self.take()
+            return self.unary()
+        return self.power()
+
+    def power(self) -> complex:
+        return self.seen(self._power())
+
+    def _power(self) -> complex:
+        base = self.atom()
+        if self.peek() == "^":
+            self.take()
+            exponent = self.group()
+            if self.peek() == "^":
+                raise _Unsupported("stacked exponents")
+            if abs(exponent) > _MAX_EXPONENT:
+                raise _Unsupported("exponent too large")
+            if base == 0 and exponent.real <= 0:
+                raise _Unsupported("0 to a non-positive power")
+            if exponent.imag == 0 and exponent.real == int(exponent.real):
+                return base ** int(exponent.real)
+            return cmath.exp(exponent * cmath.log(base)) if base != 0 else 0j
+        return base
+
+    def group(self) -> complex:
+        """A braced group, or the single next character (``\\frac12``, ``x^2``)."""
+        tok = self.peek()
+        if tok == "{":
+            self.take()
+            value = self.expr()
+            self.take("}")
+            return value
+        if tok is not None and _is_number(tok):
+            self.take()
+            if len(tok) > 1:  # "\frac12" tokenizes "12": split off the first digit
+                if "." in tok:
+                    raise _Unsupported("decimal without braces")
+                self.tokens.insert(self.pos, tok[1:])
+                tok = tok[0]
+            return complex(float(tok))
+        if tok is not None and (_is_letter(tok) or tok == "\\pi"):
+            return self.atom()
+        raise _Unsupported(f"bad group start {tok!r}")
+
+    def atom(self) -> complex:
+        tok = self.take()
+        if _is_number(tok):
+            return complex(float(tok))
+        if _is_letter(tok):
+            return self.env[tok]
+        if tok == "\\pi":
+            return complex(math.pi)
+        if tok == "(":
+            value = self.expr()
+            self.take(")")
+            return value
+        if tok == "{":
+            value = self.expr()
+            self.take("}")
+            return value
+        if tok == "\\frac":
+            num = self.group()
+            den = self.group()
+            if den == 0:
+                raise _Unsupported("division by zero")
+            return num / den
+        if tok == "\\sqrt":
+            if self.peek() == "[":
+                self.take()
+                index = self.expr()
+                self.take("]")
+                if index == 0 or abs(index) > _MAX_EXPONENT:
+                    raise _Unsupported("bad root index")
+                radicand = self.group()
+                return radicand ** (1 / index) if radicand != 0 else 0j
+            return cmath.sqrt(self.group())
+        raise _Unsupported(f"unsupported token {tok!r}")
+
+
+def _is_number(tok: str) -> bool:
+    return tok[0].isdigit() or (tok[0] == "." and len(tok) > 1)
+
+
+def _is_letter(tok: str) -> bool:
+    return len(tok) == 1 and tok.isascii() and tok.isalpha()
+
+
+def _tokens(text: str) -> list[str] | None:
+    tokens = _TOKEN_RE.findall(text)
+    for tok in tokens:
+        if tok.startswith("\\") and tok not in _COMMANDS:
+            return None
+        if len(tok) == 1 and not (tok.isascii() and (tok.isalnum() or tok in "-+*/^(){}[]")):
+            return None
+    return tokens
+
+
+def _variables(tokens: list[str]) -> set[str]:
+    return {t for t in tokens if _is_letter(t)}
+
+
+def evaluate(text: str, env: dict[str, complex]) -> complex | None:
+    """The value of ``text`` with letters bound by ``env``, or None outside the supported grammar."""
+    tokens = _tokens(text)
+    if not tokens or len(tokens) > 200:
+        return None
+    parser = _Parser(tokens, env)
+    try:
+        value = parser.expr()
+        if parser.peek() is not None:
+            return None
+    except (_Unsupported, KeyError, ZeroDivisionError, OverflowError, ValueError):
+        return None
+    if parser.saw_slash and parser.saw_implicit:
+        return None  # "1/2x": the reading is ambiguous, leave it to math-verify
+    if not cmath.isfinite(value) or parser.peak > _MAX_MAGNITUDE:
+        return None
+    if parser.peak > _MAX_CANCELLATION * max(abs(value), 1e-300) and parser.peak > 1e-6:
+        return None
+    return value
+
+
+def compare_expressions(gold: str, pred: str, rel_tol: float) -> bool | None:
+    """True / False when both sides evaluate (at three random points), None when either does not."""
+    tokens_g, tokens_p = _tokens(gold), _tokens(pred)
+    if not tokens_g or not tokens_p:
+        return None
+    if _variables(tokens_g) != _variables(tokens_p) or _WORD_RE.search(gold) or _WORD_RE.search(pred):
+        return None  # a letter on one side only, or a word, is likely a unit or a name: math-verify decides
+    names = sorted(_variables(tokens_g))
+    constants = {"e": complex(math.e), "i": 1j}
+    rng = random.Random(0x5EED)
+    decimal_literal = any("." in t for t in tokens_g + tokens_p)
+    # Exact forms must agree to rounding error; a written decimal only to the configured tolerance.
+    tol = max(rel_tol, 1e-9) if decimal_literal else 1e-9
+    rounds = 3 if any(n not in constants for n in names) else 1
+    for _ in range(rounds):
+        env = {n: constants.get(n, complex(rng.uniform(1.3, 3.7))) for n in names}
+        a, b = evaluate(gold, env), evaluate(pred, env)
+        if a is None or b is None:
+            return None
+        if abs(a - b) > tol * max(abs(a), abs(b), 1e-12):
+            return False
+    return True
