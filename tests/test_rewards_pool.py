@@ -186,18 +186,16 @@ def test_bad_arguments_raise_with_the_name():
 
 _CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import sys
     sys.path.insert(0, {src!r})
     from conspo.rewards import MathVerifier
-    v = MathVerifier(num_workers=2, timeout=30.0)
-    v.verify("\\\\boxed{{x+1}}", "1+x")  # starts the pool
-    print(" ".join(map(str, v.pids)), flush=True)  # the zygote and both workers
     mode = sys.argv[1]
-    if mode == "hang":  # a batch in flight when the parent is killed or interrupted
-        v.verify_batch(["\\\\boxed{{1}}"], ["1"])
-        time.sleep(60)
-    if mode == "exit":  # no close(): the atexit hook must stop the workers
-        sys.exit(0)
+    v = MathVerifier(num_workers=2, timeout=30.0, custom_verifier="slow_verifier:score" if mode == "hang" else None)
+    v.start()
+    print(" ".join(map(str, v.pids)), flush=True)  # the zygote and both workers
+    if mode == "hang":  # a check in flight when the parent is killed or interrupted
+        v.verify("x", "1")
+    sys.exit(0)  # no close(): the atexit hook must stop the workers
     """
 )
 
@@ -207,6 +205,9 @@ def test_no_orphan_workers_after_parent_exits(tmp_path):
     """Normal exit without close() (atexit), SIGKILL, SIGINT and SIGTERM mid-batch: no worker survives."""
     script = tmp_path / "child.py"
     script.write_text(_CHILD.format(src=str(Path(__file__).resolve().parents[1] / "src")))
+    (tmp_path / "slow_verifier.py").write_text(
+        "import time\ndef score(completion, answer):\n    time.sleep(60)\n"
+    )
     modes = {"exit": None, "sigkill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
     procs = {
         mode: subprocess.Popen(

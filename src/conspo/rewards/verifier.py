@@ -279,6 +279,13 @@ class MathVerifier:
         )
         return zygote + self.worker_pids
 
+    def start(self) -> MathVerifier:
+        """Start the worker pool now (it otherwise starts on the first check that needs it)."""
+        with self._lock:
+            while len(self._workers) < self.num_workers:
+                self._spawn()
+        return self
+
     def _ensure_zygote(self) -> _Zygote:
         """The running, warmed-up zygote; starts one (blocking up to ``start_timeout``) if needed."""
         if self._zygote is not None and self._zygote.proc.poll() is None:
