@@ -128,15 +128,16 @@ def _load_benchmark(name: str, data_dir: str | None, limit: int | None) -> list[
     from conspo.data import load_problems
 
     try:
-        problems = load_problems(name, data_dir=data_dir)
-    except FileNotFoundError as exc:
-        where = data_dir or os.environ.get("CONSPO_DATA_DIR") or "the default data folder"
-        raise ValueError(
-            f"benchmark {name!r}: data file not found ({exc}); looked in {where}. "
-            "Point --data-dir (or CONSPO_DATA_DIR) at the folder holding the JSONL files."
-        ) from None
-    if limit is not None:
-        problems = problems[:limit]
+        problems = load_problems(name, data_dir=data_dir, limit=limit)
+    except (OSError, ValueError) as exc:
+        message = f"benchmark {name!r}: {exc}"
+        if "exist" in str(exc) or "local file" in str(exc) or isinstance(exc, OSError):
+            where = data_dir or os.environ.get("CONSPO_DATA_DIR") or "(no --data-dir, CONSPO_DATA_DIR unset)"
+            message += (
+                f". Looked in {where}; point --data-dir (or CONSPO_DATA_DIR) at the folder holding the "
+                "benchmark JSONL files, or pass a file path as the benchmark"
+            )
+        raise ValueError(message) from None
     if not problems:
         raise ValueError(f"benchmark {name!r} has no problems")
     return problems
