@@ -286,19 +286,23 @@ def run(args: argparse.Namespace) -> int:
     from conspo.rewards import MathVerifier
 
     console = Console(stderr=False)
+
+    def log(text: str) -> None:
+        console.print(text, markup=False, highlight=False)  # "[eval]" is a prefix, not rich markup
+
     try:
         plan = plan_from_args(args)
     except ValueError as exc:
         print(f"conspo eval: {exc}", file=sys.stderr)
         return 2
     total = sum(len(p) * plan.specs[b].n for b, p in plan.benchmarks.items()) * len(plan.models)
-    console.print(
+    log(
         f"[eval] {len(plan.models)} model(s) x {len(plan.benchmarks)} benchmark(s): {total} completions "
         f"(temperature {plan.params.temperature}, top-p {plan.params.top_p}, max {plan.params.max_new_tokens} tokens)"
     )
     try:
         with MathVerifier(num_workers=args.verifier_workers, timeout=args.verifier_timeout) as verifier:
-            reports = execute(plan, args, verifier, console.print)
+            reports = execute(plan, args, verifier, log)
     except ValueError as exc:
         print(f"conspo eval: {exc}", file=sys.stderr)
         return 2
@@ -306,5 +310,5 @@ def run(args: argparse.Namespace) -> int:
     console.print(render_table(reports, title="Accuracy (%)"))
     for metric in extra_metrics(reports):
         console.print(render_table(reports, metric, title=f"{metric} (%)"))
-    console.print(f"[eval] wrote {paths['markdown']}, {paths['json']}, {paths['samples']}")
+    log(f"[eval] wrote {paths['markdown']}, {paths['json']}, {paths['samples']}")
     return 0
