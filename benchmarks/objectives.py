@@ -6,6 +6,9 @@ The batch is 512 rollouts x 1024 tokens (groups of 8, random lengths, off-policy
 The "model" is the [B, T] log-prob tensor itself, so the numbers measure the objective alone. Objectives
 are timed in interleaved rounds (every objective once per round) and the median is reported, so load from
 other processes on the machine hits all of them alike. Ratios are against GRPO measured in the same run.
+By default torch runs one thread and the clock is this process's CPU time: on a shared machine, OpenMP
+threads waiting for descheduled siblings and wall-clock preemption otherwise swamp the objective's own cost
+(`--threads 0 --clock wall` measures the default torch set-up instead).
 Targets: ConSPO at or below GRPO (no ratio, no clipping), no objective above 2x GRPO.
 """
 
@@ -32,22 +35,25 @@ def make_batch(rows: int, tokens: int, group_size: int, seed: int = 0) -> Rollou
     return RolloutBatch(token_logps, mask, group_ids, rewards, old_token_logps=old)
 
 
+CLOCK = time.process_time
+
+
 def time_coupled(objective, batch: RolloutBatch) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     out = objective(batch, progress=0.5)
     out.loss.backward()
-    elapsed = time.perf_counter() - start
+    elapsed = CLOCK() - start
     batch.token_logps.grad = None
     return elapsed
 
 
 def time_decomposed(objective, batch: RolloutBatch, micro: int) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     credit = objective.credit(batch.detach(), progress=0.5)
-    for start in range(0, batch.num_rows, micro):
-        idx = slice(start, start + micro)  # contiguous micro-batches are views, as a trainer would slice them
+    for first in range(0, batch.num_rows, micro):
+        idx = slice(first, first + micro)  # contiguous micro-batches are views, as a trainer would slice them
         objective.loss(batch.select(idx), credit.select(idx), normalizer=credit.normalizer).loss.backward()
-    elapsed = time.perf_counter() - start
+    elapsed = CLOCK() - start
     batch.token_logps.grad = None
     return elapsed
 
@@ -63,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         "--micro-batch", type=int, default=64, help="rows per micro-batch in the decomposed form"
     )
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu", help="process CPU time or wall time"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
     batch = make_batch(args.rows, args.tokens, args.group_size)
     names = list_objectives()
@@ -87,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     base = med["grpo"]
     print(
         f"loss + backward, {args.rows} rollouts x {args.tokens} tokens, groups of {args.group_size}, "
-        f"median of {args.repeats} interleaved rounds, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"median of {args.repeats} interleaved rounds, {args.clock} clock, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s)"
     )
     print(
         f"{'objective':<10} {'coupled ms':>11} {'x GRPO':>7} {'decomposed ms':>14} {'x GRPO':>7}  (micro-batch {args.micro_batch})"

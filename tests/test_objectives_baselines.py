@@ -284,3 +284,13 @@ def test_grpo_gradient_is_lemma1_credit_on_policy():
     lengths = on_policy.mask.sum(-1).clamp(min=1)
     expected = (coef / lengths / valid_groups)[:, None] * on_policy.mask
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_dapo_overlong_reward_penalty():
+    from conspo.objectives import overlong_reward_penalty
+
+    lengths = torch.tensor([100, 16384, 18432, 20480, 30000])
+    penalty = overlong_reward_penalty(lengths, max_length=20480, cache_length=4096)
+    torch.testing.assert_close(penalty, torch.tensor([0.0, 0.0, -0.5, -1.0, -1.0]))
+    with pytest.raises(ValueError, match="cache_length"):
+        overlong_reward_penalty(lengths, max_length=100, cache_length=200)

@@ -15,7 +15,7 @@ from .base import RatioObjective, check_range
 from .batch import RolloutBatch
 from .groups import GroupIndex
 from .registry import register_objective
-from .scores import token_log_ratio
+from .scores import masked_token_sum, token_log_ratio
 
 __all__ = ["DAPO", "GRPO", "DrGRPO", "clipped_surrogate", "masked_fraction", "overlong_reward_penalty"]
 
@@ -27,13 +27,12 @@ def masked_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def clipped_surrogate(
-    log_ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
+    ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's f(rho, A) = min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) (Eq. 3) and the clipped-token flags.
 
-    `advantages` broadcasts against `log_ratio` ([B, 1] against [B, T], or [B] against [B]).
+    `advantages` broadcasts against `ratio` ([B, 1] against [B, T], or [B] against [B]).
     """
-    ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     value = torch.minimum(ratio * advantages, clipped * advantages)
     is_clipped = ((ratio > 1.0 + eps_high) & (advantages > 0)) | ((ratio < 1.0 - eps_low) & (advantages < 0))
@@ -47,12 +46,12 @@ class _ClippedTokenObjective(RatioObjective):
     def surrogate(
         self, batch: RolloutBatch, advantages: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        log_ratio = token_log_ratio(batch.token_logps, batch.old_token_logps)
+        ratio = torch.exp(token_log_ratio(batch.token_logps, batch.old_token_logps))
         eps_low, eps_high = self._eps()
-        value, is_clipped = clipped_surrogate(log_ratio, advantages[:, None], eps_low, eps_high)
+        value, is_clipped = clipped_surrogate(ratio, advantages[:, None], eps_low, eps_high)
         metrics = {
             "ratio/clip_frac": masked_fraction(is_clipped, batch.mask),
-            "ratio/mean": (torch.exp(log_ratio.detach()) * batch.token_mask).sum()
+            "ratio/mean": masked_token_sum(ratio.detach(), batch.mask).sum()
             / batch.token_mask.sum().clamp(min=1),
         }
         return value, metrics

@@ -39,12 +39,11 @@ class GSPO(RatioObjective):
         log_seq_ratio = masked_token_mean(
             token_log_ratio(batch.token_logps, batch.old_token_logps), batch.mask
         )
-        value, is_clipped = clipped_surrogate(log_seq_ratio, advantages, self.eps_low, self.eps_high)
+        seq_ratio = torch.exp(log_seq_ratio)
+        value, is_clipped = clipped_surrogate(seq_ratio, advantages, self.eps_low, self.eps_high)
         metrics = {
-            "ratio/clip_frac": is_clipped.float().mean().detach()
-            if is_clipped.numel()
-            else value.new_zeros(()),
-            "ratio/mean": torch.exp(log_seq_ratio.detach()).mean() if value.numel() else value.new_zeros(()),
+            "ratio/clip_frac": is_clipped.float().mean().detach() if value.numel() else value.new_zeros(()),
+            "ratio/mean": seq_ratio.detach().mean() if value.numel() else value.new_zeros(()),
         }
         return value, metrics
 

@@ -87,11 +87,12 @@ class SAPO(RatioObjective):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ratio = torch.exp(token_log_ratio(batch.token_logps, batch.old_token_logps))
         temp = torch.where(advantages > 0, self.tau_pos, self.tau_neg)[:, None]
-        gate = torch.sigmoid(temp * (ratio - 1.0)) * 4.0 / temp
-        # "Clipped" here: the gate's slope has fallen below half its value at rho = 1.
-        slope = 4.0 * torch.sigmoid(temp * (ratio - 1.0)) * (1 - torch.sigmoid(temp * (ratio - 1.0)))
+        sig = torch.sigmoid(temp * (ratio - 1.0))
+        gate = sig * (4.0 / temp)
+        # "Clipped" here: the gate's slope 4 sig (1 - sig) has fallen below half its value at rho = 1.
+        sig = sig.detach()
         metrics = {
-            "ratio/clip_frac": masked_fraction(slope.detach() < 0.5, batch.mask),
+            "ratio/clip_frac": masked_fraction(4.0 * sig * (1.0 - sig) < 0.5, batch.mask),
             "ratio/mean": (ratio.detach() * batch.token_mask).sum() / batch.token_mask.sum().clamp(min=1),
         }
         return gate * advantages[:, None], metrics
