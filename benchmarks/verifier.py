@@ -111,7 +111,7 @@ def run_conspo(
 ):
     with MathVerifier(num_workers=workers, timeout=timeout) as verifier:
         start = time.perf_counter()
-        verifier.verify("\\boxed{x+1}", "1+x")  # start the pool
+        verifier.start()
         cold = time.perf_counter() - start
         start = time.perf_counter()
         verdicts = []

@@ -38,6 +38,12 @@ def typed(completion: str, answer: str):
     )
 
 
+def rank_job(rank: int) -> list[bool]:
+    """One "rank" of a multi-process job: its own verifier, a check that needs a worker."""
+    with MathVerifier(num_workers=1, timeout=30.0) as v:
+        return [x.correct for x in v.verify_batch(["\\boxed{y=2x+1}", f"\\boxed{{{rank}}}"], ["2x+1=y", "1"])]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -160,6 +166,15 @@ def test_works_from_threads(verifier):
     assert sorted(results) == [0, 1, 2, 3]
     for k, verdicts in results.items():
         assert [v.correct for v in verdicts] == [True, True, k == 3]
+
+
+@pytest.mark.slow
+def test_works_inside_daemonic_multiprocess_workers():
+    """multiprocessing.Pool workers are daemonic and may not have children of their own; ours may."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.map(rank_job, [0, 1], chunksize=1) == [[True, False], [True, True]]
 
 
 def test_equivalent_pairs_for_majority_grouping(verifier):

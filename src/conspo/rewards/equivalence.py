@@ -102,7 +102,9 @@ def normalize_answer(answer: str) -> str:
     # A "x = 5" answer to "find x" keeps its value only when the left side is a single letter.
     if re.match(r"^[a-zA-Z]\s*=\s*[^=<>]+$", s) and "," not in s:
         s = s.split("=", 1)[1]
-    return re.sub(r"\s+", "", s)
+    # "\lambda k" keeps its space (it ends the command name); every other space goes.
+    s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])", "\\1\x00", s)
+    return re.sub(r"\s+", "", s).replace("\x00", " ")
 
 
 def _to_fraction(literal: str) -> Fraction | None:

@@ -1,10 +1,12 @@
 """A tiny evaluator for arithmetic LaTeX answers, so cheap near misses never need math-verify.
 
-It understands only a small, unambiguous grammar: numbers, single-letter variables, ``\\pi``,
-``+ - * / ^``, ``\\cdot``/``\\times``, implicit multiplication, parentheses, ``\\frac``, ``\\sqrt`` and
-``\\sqrt[n]``. Anything else (functions, commas, relations, intervals, factorials, subscripts, ``\\pm``,
-a ``/`` mixed with implicit multiplication, powers past 64, magnitudes past 1e6, results that lost their digits to cancellation) gives None and the
-answer goes to math-verify. Values are complex; variables take the same random values on both sides.
+It understands only a small, unambiguous grammar: numbers, variables (a letter or a Greek letter,
+with an optional simple subscript), ``\\pi``, ``+ - * / ^``, ``\\cdot``/``\\times``, implicit
+multiplication, brackets used as parentheses, ``\\frac``, ``\\sqrt``, ``\\sqrt[n]``, and ``\\sin \\cos
+\\tan \\exp \\ln`` applied to a parenthesized argument. Anything else (other functions, commas,
+relations, factorials, ``\\pm``, an implicit product right after a ``/`` as in ``1/2x``, powers past
+64, magnitudes past 1e6, results that lost their digits to cancellation) gives None and the answer
+goes to math-verify. Values are complex; variables take the same random values on both sides.
 
 Two expressions that differ at some point are different (a sound "not equal"); two that agree at
 three random points are equal with high probability (polynomial identity testing).
@@ -19,13 +21,58 @@ import re
 
 __all__ = ["evaluate", "compare_expressions"]
 
-_TOKEN_RE = re.compile(r"\d+\.?\d*|\.\d+|\\[a-zA-Z]+|[a-zA-Z]|[-+*/^(){}\[\]]|\S")
-_COMMANDS = {"\\frac", "\\sqrt", "\\pi", "\\cdot", "\\times"}
+_GREEK = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "varepsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "vartheta",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "rho",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "varphi",
+    "chi",
+    "psi",
+    "omega",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Xi",
+    "Sigma",
+    "Phi",
+    "Psi",
+    "Omega",
+]
+# A variable: one letter or a Greek letter, with an optional simple subscript (E_{1}, x_0, \omega_n).
+_VARIABLE = r"(?:[a-zA-Z]|\\(?:" + "|".join(_GREEK) + r")(?![a-zA-Z]))(?:_(?:\{[a-zA-Z0-9]+\}|[a-zA-Z0-9]))?"
+_VARIABLE_RE = re.compile(_VARIABLE)
+_TOKEN_RE = re.compile(_VARIABLE + r"|\d+\.?\d*|\.\d+|\\[a-zA-Z]+|[-+*/^(){}\[\]]|\S")
+_FUNCTIONS = {
+    "\\sin": cmath.sin,
+    "\\cos": cmath.cos,
+    "\\tan": cmath.tan,
+    "\\exp": cmath.exp,
+    "\\ln": cmath.log,
+}
+_COMMANDS = {"\\frac", "\\sqrt", "\\pi", "\\cdot", "\\times", *_FUNCTIONS}
 _WORD_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")  # "pounds", not "\\frac"
 _MAX_EXPONENT = 64
 _MAX_MAGNITUDE = 1e6  # with a 1e-9 tolerance, integers up to here stay apart
 _MAX_CANCELLATION = 1e4  # a result this much smaller than its largest intermediate lost its digits
-_ATOM_START = {"(", "{", "\\frac", "\\sqrt", "\\pi"}
+_ATOM_START = {"(", "{", "[", "\\frac", "\\sqrt", "\\pi", *_FUNCTIONS}
 
 
 class _Unsupported(Exception):
@@ -37,7 +84,6 @@ class _Parser:
 
     def __init__(self, tokens: list[str], env: dict[str, complex]) -> None:
         self.tokens, self.pos, self.env = tokens, 0, env
-        self.saw_slash = self.saw_implicit = False
         self.peak = 0.0  # the largest magnitude met on the way: cancellation makes floats unreliable
 
     def seen(self, value: complex) -> complex:
@@ -64,20 +110,22 @@ class _Parser:
 
     def term(self) -> complex:
         value = self.unary()
+        after_slash = False
         while True:
             tok = self.peek()
             if tok in ("*", "\\cdot", "\\times", "/"):
                 self.take()
                 rhs = self.unary()
-                if tok == "/":
-                    self.saw_slash = True
+                after_slash = tok == "/"
+                if after_slash:
                     if rhs == 0:
                         raise _Unsupported("division by zero")
                     value = self.seen(value / rhs)
                 else:
                     value = self.seen(value * rhs)
             elif tok is not None and (tok in _ATOM_START or _is_number(tok) or _is_letter(tok)):
-                self.saw_implicit = True
+                if after_slash:  # "1/2x": (1/2)x or 1/(2x)? Leave it to math-verify.
+                    raise _Unsupported("implicit product after a division")
                 value = self.seen(value * self.power())
             else:
                 return value
@@ -142,10 +190,17 @@ class _Parser:
             value = self.expr()
             self.take(")")
             return value
-        if tok == "{":
+        if tok in ("{", "["):
             value = self.expr()
-            self.take("}")
+            self.take("}" if tok == "{" else "]")
             return value
+        if tok in _FUNCTIONS:
+            if self.peek() not in ("(", "{"):
+                raise _Unsupported("function without parentheses")  # "\\sin 2x" is ambiguous
+            argument = self.atom()
+            if tok == "\\ln" and argument == 0:
+                raise _Unsupported("log of zero")
+            return _FUNCTIONS[tok](argument)
         if tok == "\\frac":
             num = self.group()
             den = self.group()
@@ -170,15 +225,16 @@ def _is_number(tok: str) -> bool:
 
 
 def _is_letter(tok: str) -> bool:
-    return len(tok) == 1 and tok.isascii() and tok.isalpha()
+    return _VARIABLE_RE.fullmatch(tok) is not None
 
 
 def _tokens(text: str) -> list[str] | None:
-    tokens = _TOKEN_RE.findall(text)
+    # E_{1} and E_1 are one variable
+    tokens = [t.replace("{", "").replace("}", "") if "_" in t else t for t in _TOKEN_RE.findall(text)]
     for tok in tokens:
-        if tok.startswith("\\") and tok not in _COMMANDS:
-            return None
         if len(tok) == 1 and not (tok.isascii() and (tok.isalnum() or tok in "-+*/^(){}[]")):
+            return None
+        if tok.startswith("\\") and tok not in _COMMANDS and not _is_letter(tok):
             return None
     return tokens
 
@@ -199,8 +255,6 @@ def evaluate(text: str, env: dict[str, complex]) -> complex | None:
             return None
     except (_Unsupported, KeyError, ZeroDivisionError, OverflowError, ValueError):
         return None
-    if parser.saw_slash and parser.saw_implicit:
-        return None  # "1/2x": the reading is ambiguous, leave it to math-verify
     if not cmath.isfinite(value) or parser.peak > _MAX_MAGNITUDE:
         return None
     if parser.peak > _MAX_CANCELLATION * max(abs(value), 1e-300) and parser.peak > 1e-6:

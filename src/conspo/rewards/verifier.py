@@ -317,8 +317,10 @@ class MathVerifier:
     def _spawn(self) -> None:
         try:
             worker = self._ensure_zygote().fork()
-        except OSError:  # the zygote died since it last answered: start a new one, once
-            self._zygote = None
+        except OSError:  # the zygote died or hung since it last answered: start a new one, once
+            old, self._zygote = self._zygote, None
+            if old is not None:
+                old.stop()
             worker = self._ensure_zygote().fork()
         self._workers.append(worker)
 
