@@ -86,3 +86,15 @@ def test_half_precision_inputs_reduce_in_fp32(spec, dtype):
     loss, grad = check_finite(get_objective(spec), batch)
     assert loss.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(loss.detach(), reference.loss.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_empty_batch(spec):
+    token_logps = torch.zeros(0, 5, requires_grad=True)
+    batch = RolloutBatch(token_logps, torch.zeros(0, 5), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+    objective = get_objective(spec)
+    out = objective(batch)
+    out.loss.backward()
+    assert float(out.loss.detach()) == 0.0 and out.loss.requires_grad
+    credit = objective.credit(batch)
+    assert float(objective.loss(batch, credit).loss.detach()) == 0.0
