@@ -136,6 +136,7 @@ def test_trainer_refuses_a_plain_grpo_config():
         ConSPOTrainer(model=None, reward_funcs=[], args=GRPOConfig(output_dir="x", use_cpu=True, bf16=False))
 
 
+@pytest.mark.slow
 def test_core_package_never_imports_trl_or_verl():
     code = (
         "import sys, conspo, conspo.objectives, conspo.rewards, conspo.trainer, conspo.integrations\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -154,6 +155,8 @@ def test_trainer_gradient_equals_coupled_conspo_gradient(tmp_path, mode):
     # The margin followed the schedule: 0 at step 0, M once progress 1/2 passed the warm-up alpha = 0.3.
     margins = [log["conspo/margin"] for log in trainer.state.log_history if "conspo/margin" in log]
     assert margins == pytest.approx([0.0, 0.01])
+    # Evaluation goes through the same credit path (TRL's prediction_step calls compute_loss).
+    assert math.isfinite(trainer.evaluate(dataset)["eval_loss"])
 
 
 def test_decomposed_mode_warns_when_credit_goes_stale(tmp_path):
