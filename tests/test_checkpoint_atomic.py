@@ -37,6 +37,7 @@ SAVER = textwrap.dedent(
                 p.fill_(step)
         save_checkpoint(sys.argv[1], step=step, model=model, optimizer=optimizer, scheduler=None,
                         data_state={"cursor": step}, keep_last=2)
+        print("saved", step, flush=True)
     """
 )
 
@@ -49,11 +50,13 @@ def fresh_model() -> torch.nn.Module:
 def test_sigkill_during_saves_leaves_only_loadable_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for delay in (0.2, 0.6):
+    for delay in (0.0, 0.02):
         proc = subprocess.Popen(
             [sys.executable, "-c", SAVER, str(run_dir)], stdout=subprocess.PIPE, env=env, text=True
         )
         assert proc.stdout.readline().strip() == "ready"
+        # Wait for a complete save (robust to a loaded machine), then kill at some point of the next ones.
+        assert proc.stdout.readline().startswith("saved")
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
