@@ -4,7 +4,7 @@ conspo train                                     # the built-in demo (testbed, C
 conspo train --config run.yaml batch.group_size=8 objective.name=grpo
 conspo train --config run.yaml --dry-run         # validate and print the plan; loads no weights
 conspo train run_name=my-run --resume            # continue a killed run from its newest checkpoint
-accelerate launch --num_processes 2 -m conspo.cli train ...   # data parallel
+accelerate launch --multi_gpu --num_processes 2 -m conspo.cli train ...   # data parallel
 """
 
 from __future__ import annotations

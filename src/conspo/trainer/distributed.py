@@ -1,6 +1,6 @@
 """Data parallelism for the trainer: each process owns whole groups; counts and gradients are summed.
 
-Started by ``accelerate launch --num_processes N -m conspo.cli train ...`` (or torchrun); accelerate's
+Started by ``accelerate launch --multi_gpu --num_processes N -m conspo.cli train ...`` (or torchrun; on CPU too); accelerate's
 ``PartialState`` sets up the process group (NCCL on GPUs, gloo on CPU). Without a launcher it is a
 single process and every collective is a no-op.
 

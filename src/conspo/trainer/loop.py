@@ -516,6 +516,7 @@ class Trainer:
                     sums["entropy_sum"].append(float((entropy * m).sum()))
                     sums["entropy_tokens"].append(float(m.sum()))
                 obj_metrics = dict(credit.metrics)
+                micro_metrics: dict[str, list[float]] = defaultdict(list)
                 chunk = cfg.batch.micro_batch_size or len(mb)
                 for start in range(0, len(mb), chunk):
                     idx = torch.arange(start, min(start + chunk, len(mb)))
@@ -533,9 +534,10 @@ class Trainer:
                     )
                     if out.loss.requires_grad:
                         out.loss.backward()
-                    for k, v in out.metrics.items():
-                        obj_metrics.setdefault(k, v)
+                    for k, v in out.metrics.items():  # per-micro-batch metrics: mean over micro-batches
+                        micro_metrics[k].append(float(v))
                     train_tokens += float(mmask.sum())
+                obj_metrics.update({k: torch.tensor(sum(v) / len(v)) for k, v in micro_metrics.items()})
             dist.sum_gradients(params)
             max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)

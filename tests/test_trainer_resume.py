@@ -1,0 +1,106 @@
+"""Kill-and-resume determinism: a run stopped after a checkpoint and resumed ends with the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conspo.config import load_config
+from conspo.rewards import Verdict
+from conspo.trainer.checkpoint import latest_checkpoint
+from conspo.trainer.config import TrainConfig
+from conspo.trainer.loop import Trainer
+
+RUN = [
+    "steps=4",
+    "seed=5",
+    "batch.prompts_per_step=4",
+    "batch.group_size=4",
+    "batch.mini_batches=2",
+    "objective.name=conspo",
+    "optim.schedule=cosine",
+    "optim.warmup_steps=1",
+    "rollout.max_new_tokens=16",
+    "eval.at_start=false",
+    "eval.max_problems=2",
+    "eval.samples=1",
+    "logging.tensorboard=false",
+    "logging.progress=false",
+    "logging.plot=false",
+    "checkpoint.save_best=false",
+    "checkpoint.save_final=false",
+    "num_threads=1",
+]
+
+
+class _ParityVerifier:
+    """Even-length completions are correct: mixed groups from a random policy, deterministic."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def verify_batch(self, completions, answers):
+        ok = [len(c) % 2 == 0 for c in completions]
+        return [Verdict(reward=float(c), correct=c, extracted=None, reason="exact") for c in ok]
+
+
+@pytest.fixture()
+def policy(tmp_path, monkeypatch):
+    """A random tiny Llama with the testbed tokenizer, and the parity verifier in place of math-verify."""
+    import conspo.rewards
+    from conspo.testbed import build_char_tokenizer, build_tiny_model
+
+    monkeypatch.setattr(conspo.rewards, "MathVerifier", _ParityVerifier)
+    tokenizer = build_char_tokenizer()
+    build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    return tmp_path / "policy"
+
+
+def _cfg(tmp_path, name: str, *extra: str) -> TrainConfig:
+    overrides = [
+        *RUN,
+        f"output_dir={tmp_path}",
+        f"run_name={name}",
+        f"model.name_or_path={tmp_path / 'policy'}",
+    ]
+    return load_config(TrainConfig, None, [*overrides, *extra])
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, policy):
+    straight = Trainer(_cfg(tmp_path, "straight"))
+    initial = [p.detach().clone() for p in straight.model.parameters()]
+    straight.run()
+
+    first = Trainer(_cfg(tmp_path, "resumed", "stop_after=2"))
+    result = first.run()
+    assert result.steps_done == 2
+    ckpt = latest_checkpoint(tmp_path / "resumed")
+    assert ckpt is not None and ckpt.name == "checkpoint-000002"
+    del first  # the "killed" process is gone; only the checkpoint survives
+
+    resumed = Trainer(_cfg(tmp_path, "resumed"), resume=True)
+    assert resumed.step_index == 2 and resumed.cursor == 2 * 4
+    result = resumed.run()
+    assert result.steps_done == 4
+
+    changed = False
+    for a, b, p0 in zip(straight.model.parameters(), resumed.model.parameters(), initial):
+        assert torch.equal(a, b)
+        changed |= not torch.equal(a, p0)
+    assert changed, "training must have moved the weights for the comparison to mean anything"
+    # metrics.jsonl of the resumed run holds each step once
+    steps = [line.split(",")[0] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == len(set(steps))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, policy):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(_cfg(tmp_path, "nothing"), resume=True)

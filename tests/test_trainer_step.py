@@ -1,0 +1,179 @@
+"""One RL step on the testbed: decomposed == coupled update, micro-batch invariance, skipped all-filtered batches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conspo.config import load_config
+from conspo.rewards import Verdict
+from conspo.trainer.config import TrainConfig
+from conspo.trainer.loop import Trainer
+from conspo.trainer.rows import Rows, sequence_forward
+
+SMALL = [
+    "batch.prompts_per_step=4",
+    "batch.group_size=4",
+    "rollout.max_new_tokens=16",
+    "eval.max_problems=4",
+    "eval.samples=1",
+    "logging.tensorboard=false",
+    "logging.progress=false",
+    "logging.plot=false",
+    "checkpoint.save_best=false",
+    "num_threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def random_policy(tmp_path_factory):
+    """A randomly initialised tiny Llama with the testbed's tokenizer (no warm start needed)."""
+    from conspo.testbed import build_char_tokenizer, build_tiny_model
+
+    folder = tmp_path_factory.mktemp("policy")
+    tokenizer = build_char_tokenizer()
+    build_tiny_model(tokenizer, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_trainer(tmp_path, policy, *overrides: str) -> Trainer:
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [*SMALL, f"output_dir={tmp_path}", "run_name=t", f"model.name_or_path={policy}", *overrides],
+    )
+    return Trainer(cfg)
+
+
+class _ParityVerifier:
+    """Labels a completion correct when its length is even: mixed groups from any policy, deterministic."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def verify_batch(self, completions, answers):
+        return [
+            Verdict(reward=float(len(c) % 2 == 0), correct=len(c) % 2 == 0, extracted=None, reason="exact")
+            for c in completions
+        ]
+
+
+@pytest.fixture()
+def verifier():
+    return _ParityVerifier()
+
+
+def _step_gradients(trainer: Trainer, verifier) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """Run one step and return the (synced, unclipped) gradient the optimizer stepped with."""
+    grads: list[torch.Tensor] = []
+    original = trainer.optimizer.step
+
+    def capture(*args, **kwargs):
+        grads.extend(p.grad.detach().clone() for p in trainer.model.parameters() if p.grad is not None)
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = capture
+    trainer.verifier = verifier
+    metrics = trainer.step()
+    return grads, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["conspo", "grpo"])
+def test_decomposed_update_equals_coupled_update(tmp_path, random_policy, verifier, objective):
+    common = [f"objective.name={objective}", "optim.max_grad_norm=null", "seed=3"]
+    coupled, m_c = _step_gradients(
+        make_trainer(tmp_path / "c", random_policy, *common, "batch.update_mode=coupled"), verifier
+    )
+    # micro-batches of 2 rows split the groups of 4 (and mini-batches of 1 prompt in the second check)
+    split, m_d = _step_gradients(
+        make_trainer(
+            tmp_path / "d", random_policy, *common, "batch.update_mode=decomposed", "batch.micro_batch_size=2"
+        ),
+        verifier,
+    )
+    assert m_c["groups/kept"] == m_d["groups/kept"] > 0, "the seed must give valid groups"
+    assert len(coupled) == len(split) > 0
+    norm = torch.sqrt(sum((g**2).sum() for g in coupled))
+    assert norm > 0
+    for a, b in zip(coupled, split):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_micro_batch_size_does_not_change_the_update(tmp_path, random_policy, verifier):
+    common = ["optim.max_grad_norm=null", "seed=3", "batch.mini_batches=2"]
+    whole, _ = _step_gradients(make_trainer(tmp_path / "a", random_policy, *common), verifier)
+    split, _ = _step_gradients(
+        make_trainer(tmp_path / "b", random_policy, *common, "batch.micro_batch_size=1"), verifier
+    )
+    assert len(whole) == len(split) > 0
+    for a, b in zip(whole, split):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+class _AllCorrect:
+    """A verifier that calls every completion correct: every group is all-correct."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def verify_batch(self, completions, answers):
+        return [Verdict(reward=1.0, correct=True, extracted="1", reason="exact") for _ in completions]
+
+
+def test_all_filtered_batch_is_skipped_and_logged(tmp_path, random_policy, monkeypatch):
+    import conspo.rewards
+
+    monkeypatch.setattr(conspo.rewards, "MathVerifier", _AllCorrect)
+    trainer = make_trainer(
+        tmp_path, random_policy, "steps=2", "eval.at_start=false", "checkpoint.save_final=false"
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    result = trainer.run()
+    assert result.steps_done == 2
+    for a, b in zip(before, trainer.model.parameters()):
+        assert torch.equal(a, b)  # nothing to learn from: no update
+    rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "step/skipped" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert all(r["step/skipped"] == 1.0 and r["groups/valid_frac"] == 0.0 for r in train_rows)
+    assert all(r["groups/all_correct_frac"] == 1.0 for r in train_rows)
+
+
+def test_row_subsets_score_like_the_full_batch(tmp_path, random_policy):
+    """A micro-batch (rows sliced, padding trimmed) gives the same per-token log-probs as the full layout."""
+    from conspo.rollout import Rollout
+
+    trainer = make_trainer(tmp_path, random_policy)
+    ids = trainer.tokenizer("12+34=")["input_ids"]
+    rollouts = [
+        Rollout(0, ids, [5, 6, 7], "", False),
+        Rollout(0, ids[2:], [8], "", False),
+        Rollout(1, ids[:3], [9, 10, 11, 12, 13], "", True),
+    ]
+    rows = Rows.from_rollouts(rollouts, [1.0, 0.0, 0.0], [1, 0, 0], [0, 0, 1], trainer.pad_id)
+    with torch.no_grad():
+        full, mask, _ = sequence_forward(trainer.model, rows.tokens)
+        for idx in ([1], [0, 2], [2, 1]):
+            part = rows.select(torch.tensor(idx))
+            lp, m, _ = sequence_forward(trainer.model, part.tokens)
+            T = lp.shape[1]
+            torch.testing.assert_close(lp, full[idx, :T], rtol=1e-5, atol=1e-5)
+            assert torch.equal(m, mask[idx, :T])
+            assert int(mask[idx].sum(-1).max()) == T  # right padding trimmed
