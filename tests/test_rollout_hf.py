@@ -130,6 +130,10 @@ def test_pure_temperature_top_p_sampling(tokenizer):
     model = tiny_llama(tokenizer, bias=bias)
     with torch.no_grad():
         model.model.norm.weight.zero_()  # hidden state 0: logits are exactly the bias
+    # A checkpoint's generation_config.json must not sneak processors in either.
+    model.generation_config.top_k = 5
+    model.generation_config.min_p = 0.5
+    model.generation_config.repetition_penalty = 3.0
     out = HFGenerator(model, tokenizer, batch_size=64).generate(
         ["<s>x"], n=64, params=SamplingParams(max_new_tokens=8, seed=1)
     )
