@@ -281,7 +281,7 @@ class Trainer:
             seed=_step_seed(cfg.seed, step, dist.rank, salt=attempt),
         )
         generator = HFGenerator(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size or local * G)
-        with timer("generate"):
+        with timer("generate"), self._autocast():
             rollouts = generator.generate(prompts, n=G, params=params)
         with timer("verify"):
             answers = [problems[r.prompt_index].answer for r in rollouts]
@@ -368,6 +368,12 @@ class Trainer:
                 metrics.get("perf/train_tokens", 0.0) / timer.seconds["update"]
             )
         return metrics
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on GPU when optim.bf16 (sampling and scoring use the same precision)."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
     def _placeholder(self, sampled: Rows) -> Rows:
         first = sampled.group_ids[0]
@@ -589,17 +595,18 @@ class Trainer:
                 seed=_step_seed(cfg.seed, 0, dist.rank, salt=10_000),  # the same draws at every evaluation
             )
             generator = HFGenerator(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size or 256)
-            result = evaluate_problems(
-                generator,
-                mine,
-                self.verifier,
-                n=k,
-                params=params,
-                ks=sorted({1, k}),
-                template=self.template,
-                tokenizer=self.tokenizer,
-                benchmark="heldout",
-            )
+            with self._autocast():
+                result = evaluate_problems(
+                    generator,
+                    mine,
+                    self.verifier,
+                    n=k,
+                    params=params,
+                    ks=sorted({1, k}),
+                    template=self.template,
+                    tokenizer=self.tokenizer,
+                    benchmark="heldout",
+                )
             sums["avg"] = torch.tensor(result.metrics[f"avg@{k}"] * len(mine))
             sums["pass"] = torch.tensor(result.metrics[f"pass@{k}"] * len(mine))
         s = dist.sum_dict(sums)
