@@ -96,7 +96,7 @@ SETTINGS = (
         "default",
         "paper App. E: step by step, answer in \\boxed{}",
         ("conspo", "grpo", "dapo", "dr_grpo", "disco"),
-        "fsdp.yaml",
+        "ddp.yaml",
     ),
     Setting(
         "llama3.2-3b-instruct-deepscaler",
@@ -113,7 +113,7 @@ SETTINGS = (
         "default",
         "paper App. E: step by step, answer in \\boxed{}",
         ("conspo", "grpo", "dapo"),
-        "fsdp.yaml",
+        "ddp.yaml",
     ),
     Setting(
         "r1-qwen-7b-deepscaler",
@@ -267,11 +267,19 @@ ABLATIONS: dict[str, tuple[str, str, str]] = {
 
 
 def _launch(setting: Setting, rel: str) -> list[str]:
-    cmd = f"accelerate launch --config_file recipes/accelerate/{setting.launch} -m conspo.cli train --config {rel}"
+    check = f"# check:  conspo train --config {rel} --dry-run"
+    if setting.launch == "ddp.yaml":
+        return [
+            check,
+            f"# run:    accelerate launch --config_file recipes/accelerate/ddp.yaml -m conspo.cli train --config {rel}",
+            f"#         (one GPU: conspo train --config {rel}; see docs/guide.md, 'Distributed runs')",
+        ]
     return [
-        f"# check:  conspo train --config {rel} --dry-run",
-        f"# run:    {cmd}",
-        "#         (one GPU: conspo train --config " + rel + "; see docs/guide.md, 'Distributed runs')",
+        check,
+        "# run:    the conspo train loop replicates the model on every process (no FSDP/ZeRO sharding,",
+        "#         docs/trainer.md) and this model needs > 80 GB for fp32 weights + AdamW alone: train it",
+        f"#         with the TRL integration (ConSPOTrainer) under recipes/accelerate/{setting.launch}, or with",
+        "#         verl (docs/integrations.md), using the values below; see docs/guide.md, 'Distributed runs'.",
     ]
 
 
