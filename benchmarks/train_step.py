@@ -72,32 +72,27 @@ def build_model_dir(model_config: str, out: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from conspo.testbed import build_char_tokenizer
+    from conspo.testbed import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
-    if model_config == "0.5b":
-        shape = qwen_0p5b_shape()
-    elif model_config == "tiny":  # the testbed's size class, random weights
-        shape = {
-            "vocab_size": len(tokenizer),
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,
-            "max_position_embeddings": 256,
-            "tie_word_embeddings": True,
-        }
+    if model_config == "tiny":  # the testbed policy's shape, random weights
+        model = build_tiny_model(tokenizer)
+    elif model_config == "0.5b":
+        # The character tokenizer padded to Qwen's vocabulary with placeholder tokens ("<x123>"), so that every
+        # sampled id decodes to text the (parity) reward can tell apart; the compute is a 0.5B model's.
+        vocab_size = qwen_0p5b_shape()["vocab_size"]
+        tokenizer.add_tokens([f"<x{i}>" for i in range(len(tokenizer), vocab_size)])
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                **qwen_0p5b_shape(),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
     else:
         raise SystemExit(f"--model-config must be testbed, tiny or 0.5b; got {model_config!r}")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        **shape,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config)
     folder = out / f"model-{model_config}"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
