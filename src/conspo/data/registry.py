@@ -96,8 +96,11 @@ def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSp
 
 def get_dataset_spec(name: str) -> DatasetSpec | None:
     """The registered set called ``name`` (case-insensitive, ``-`` and ``_`` alike), or None."""
-    key = name.lower().replace("-", "_")
-    return _REGISTRY.get(key)
+    def squash(text: str) -> str:
+        return text.lower().replace("-", "").replace("_", "")
+
+    key = squash(name)
+    return next((spec for spec_name, spec in _REGISTRY.items() if squash(spec_name) == key), None)
 
 
 def list_datasets() -> dict[str, DatasetSpec]:

@@ -21,8 +21,8 @@ from conspo.data.problem import Problem
 __all__ = ["TASKS", "TestbedTask", "make_task"]
 
 TASKS: dict[str, str] = {
-    "add": "a + b, each operand with `difficulty` digits (default 2); answer in one step",
-    "mul": "a * b, a with `difficulty` digits, b with one digit (default 2)",
+    "add": "a + b, each operand with `difficulty` digits (default 2), worked column by column",
+    "mul": "a * b, a with `difficulty` digits, b with one digit (default 2), worked column by column",
     "chain": "a running sum of `difficulty` + 1 one-digit terms (default 3 steps), totals written as they go",
 }
 DEFAULT_DIFFICULTY = {"add": 2, "mul": 2, "chain": 3}
@@ -76,37 +76,50 @@ class TestbedTask:
         # Separate streams per split so that asking for more train problems never changes the eval ones.
         rng = random.Random(f"{self.name}|{self.difficulty}|{self.seed}|{split}")
         seen: set[str] = set()
-        out: list[Problem] = []
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 50 * n + 1000:
-                raise ValueError(
-                    f"testbed task {self.name!r} (difficulty {self.difficulty}) has fewer than {n} distinct "
-                    f"{split} problems (found {len(out)}); ask for fewer or raise the difficulty"
-                )
-            operands = self._operands(rng)
-            text = self._text(operands)
+        texts: list[str] = []
+        misses = 0
+        while len(texts) < n:
+            text = self._text(self._operands(rng))
             if text in seen or self._is_eval(text) != (split == "eval"):
+                misses += 1
+                if misses > 5000:  # the split's problem space is (nearly) exhausted
+                    break
                 continue
+            misses = 0
             seen.add(text)
-            out.append(
-                Problem(
-                    id=f"testbed/{self.name}{self.difficulty}/{split}/{len(out)}",
-                    problem=text,
-                    answer=str(self.solve(text)),
-                    source=f"testbed-{self.name}",
-                    meta={"task": self.name, "difficulty": self.difficulty, "split": split},
+            texts.append(text)
+        if len(texts) < n:
+            if split == "eval" or not texts:
+                raise ValueError(
+                    f"testbed task {self.name!r} (difficulty {self.difficulty}) has only {len(texts)} distinct "
+                    f"{split} problems, fewer than the {n} asked for; ask for fewer or raise the difficulty"
                 )
+            # Training may revisit problems (epochs): cycle through the distinct ones in their seeded order.
+            texts = [texts[i % len(texts)] for i in range(n)]
+        return [
+            Problem(
+                id=f"testbed/{self.name}{self.difficulty}/{split}/{i}",
+                problem=text,
+                answer=str(self.solve(text)),
+                source=f"testbed-{self.name}",
+                meta={"task": self.name, "difficulty": self.difficulty, "split": split},
             )
-        return out
+            for i, text in enumerate(texts)
+        ]
 
     def train_problems(self, n: int) -> list[Problem]:
-        """``n`` distinct training problems (deterministic in the seed; disjoint from every eval split)."""
+        """``n`` training problems (deterministic in the seed; disjoint from every eval split).
+
+        Distinct while the task has enough; past that (small spaces such as ``mul`` at difficulty 1) the
+        distinct problems repeat in order, as further epochs would.
+        """
         return self._problems(n, "train")
 
     def eval_problems(self, n: int) -> list[Problem]:
-        """``n`` distinct held-out problems (deterministic in the seed; disjoint from every train split)."""
+        """``n`` distinct held-out problems (deterministic in the seed; disjoint from every train split).
+
+        Raises ``ValueError`` when the task has fewer than ``n`` distinct held-out problems.
+        """
         return self._problems(n, "eval")
 
     # -- answers and teacher completions --------------------------------------------------------------
@@ -136,25 +149,40 @@ class TestbedTask:
     def teacher_completion(self, text: str, *, slip: bool = False, rng: random.Random | None = None) -> str:
         """The completion the warm start imitates; with ``slip`` it contains one typical mistake.
 
-        ``add`` / ``mul``: ``\\boxed{N}``; a slip is a dropped or spurious carry (the answer off by
-        ``10**k``). ``chain``: the running totals, then ``\\boxed{N}``; a slip is one step off by one,
-        carried through the rest of the chain.
+        ``add`` / ``mul``: column arithmetic from the ones digit up (``3+5=8,6+4=10 \\boxed{108}`` for
+        ``63+45``; ``7*8=56,3*8+5=29 \\boxed{296}`` for ``37*8``); a slip drops a carry, or adds one where there
+        is none, and the rest follows from it. ``chain``: the running totals, then ``\\boxed{N}``; a slip is one
+        step off by one, carried through the rest of the chain.
         """
         rng = rng or random.Random(text)
-        if self.name in ("add", "mul"):
-            answer = self.solve(text)
-            if slip:
-                k = rng.randrange(max(1, len(str(answer)) - 1))
-                delta = 10 ** (k + 1)
-                answer = answer - delta if answer - delta >= 0 and rng.random() < 0.5 else answer + delta
-            return f"\\boxed{{{answer}}}"
-        terms = self._parse(text)
-        wrong_at = rng.randrange(1, len(terms)) if slip else -1
-        totals, total = [], terms[0]
-        for i, t in enumerate(terms[1:], start=1):
-            total += t + (rng.choice((-1, 1)) if i == wrong_at else 0)
-            totals.append(total)
-        return ",".join(map(str, totals)) + f" \\boxed{{{total}}}"
+        ops = self._parse(text)
+        if self.name == "chain":
+            wrong_at = rng.randrange(1, len(ops)) if slip else -1
+            totals, total = [], ops[0]
+            for i, t in enumerate(ops[1:], start=1):
+                total += t + (rng.choice((-1, 1)) if i == wrong_at else 0)
+                totals.append(total)
+            return ",".join(map(str, totals)) + f" \\boxed{{{total}}}"
+        a, b = ops
+        a_digits = [int(c) for c in reversed(str(a))]
+        width = len(a_digits) if self.name == "mul" else max(len(a_digits), len(str(b)))
+        a_digits += [0] * (width - len(a_digits))
+        b_digits = [int(c) for c in reversed(str(b))] + [0] * width
+        slip_at = (rng.randrange(1, width) if width > 1 else 0) if slip else -1
+        steps, digits, carry = [], [], 0
+        for i in range(width):
+            if i == slip_at:
+                carry = 0 if carry else 1  # the typical slip: a carry forgotten, or one invented
+            if self.name == "add":
+                total = a_digits[i] + b_digits[i] + carry
+                steps.append(f"{a_digits[i]}+{b_digits[i]}" + (f"+{carry}" if carry else "") + f"={total}")
+            else:
+                total = a_digits[i] * b + carry
+                steps.append(f"{a_digits[i]}*{b}" + (f"+{carry}" if carry else "") + f"={total}")
+            digits.append(total % 10)
+            carry = total // 10
+        answer = int(str(total) + "".join(str(d) for d in reversed(digits[:-1])))
+        return ",".join(steps) + f" \\boxed{{{answer}}}"
 
 
 def make_task(name: str, *, seed: int = 0, difficulty: int | None = None) -> TestbedTask:

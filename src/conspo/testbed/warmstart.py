@@ -38,6 +38,7 @@ from conspo.testbed.tasks import make_task
 from conspo.testbed.tokenizer import build_char_tokenizer
 
 __all__ = [
+    "DEFAULT_TESTBED",
     "TESTBED_FORMAT_VERSION",
     "WarmStartConfig",
     "default_cache_dir",
@@ -80,8 +81,9 @@ class WarmStartConfig:
     """AdamW weight decay."""
     template: str = "testbed"
     """Prompt template the policy is trained with (the trainer must render prompts with the same one)."""
-    num_threads: int = 2
-    """torch intra-op threads during the warm start (fixed so that the result does not depend on the machine)."""
+    num_threads: int = 1
+    """torch intra-op threads during the warm start. One: the matrices are tiny, so a second thread gains little
+    on an idle machine and costs 10x or more on a busy one (OpenMP threads spin waiting for a core)."""
     eval_problems: int = 64
     """Held-out problems for the accuracy measurement written next to the policy."""
     eval_samples: int = 4
@@ -107,6 +109,10 @@ class WarmStartConfig:
         """Hash of the configuration (minus the thread count's effect on nothing else) and the format version."""
         payload = json.dumps({"version": TESTBED_FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+DEFAULT_TESTBED = WarmStartConfig()
+"""The configuration ``conspo train`` with no arguments uses (task, difficulty, template, policy)."""
 
 
 @contextlib.contextmanager
@@ -320,19 +326,36 @@ def ensure_testbed_policy(
     if (target / INFO_FILE).exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{config.cache_key}-", dir=root))
-    try:
-        warm_start(config, tmp, log=log)
+    # One builder per configuration: concurrent callers (parallel test sessions, several engineers) wait
+    # for it on a lock file instead of all training the same policy.
+    with _build_lock(root / f".{config.cache_key}.lock"):
+        if (target / INFO_FILE).exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{config.cache_key}-", dir=root))
         try:
-            os.replace(tmp, target)  # atomic; fails if another process got there first
-        except OSError:
-            if not (target / INFO_FILE).exists():
-                shutil.rmtree(target, ignore_errors=True)  # leftover of a crash: take its place
-                os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            warm_start(config, tmp, log=log)
+            if target.exists():
+                shutil.rmtree(target)  # leftover without testbed.json: an interrupted older layout
+            os.replace(tmp, target)  # atomic: readers see no folder or a complete one
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def read_testbed_info(policy_dir: str | Path) -> dict[str, Any]:
