@@ -101,8 +101,9 @@ def selected_token_logprobs(
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
+    inner = getattr(model, "module", model)  # DDP / accelerate wrappers forward **kwargs to the real model
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):
         return False
 
