@@ -177,3 +177,31 @@ def test_row_subsets_score_like_the_full_batch(tmp_path, random_policy):
             torch.testing.assert_close(lp, full[idx, :T], rtol=1e-5, atol=1e-5)
             assert torch.equal(m, mask[idx, :T])
             assert int(mask[idx].sum(-1).max()) == T  # right padding trimmed
+
+
+class _FirstRoundAllCorrect(_ParityVerifier):
+    """All-correct on the first call (no valid group), parity labels afterwards."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def verify_batch(self, completions, answers):
+        self.calls += 1
+        if self.calls == 1:
+            return [Verdict(reward=1.0, correct=True, extracted="1", reason="exact") for _ in completions]
+        return super().verify_batch(completions, answers)
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_samples_again_until_the_batch_has_valid_groups(tmp_path, random_policy):
+    trainer = make_trainer(
+        tmp_path, random_policy, "batch.dynamic_sampling=true", "batch.max_sampling_tries=4", "seed=3"
+    )
+    trainer.verifier = _FirstRoundAllCorrect()
+    metrics = trainer.step()
+    rounds = trainer.verifier.calls
+    assert rounds >= 2
+    assert trainer.cursor == rounds * 4  # every round consumes P prompts
+    assert metrics["step/skipped"] == 0.0
+    assert 0 < metrics["groups/kept"] <= 4  # never more than P groups enter the update
+    assert metrics["groups/valid_frac"] < 1.0  # the all-correct first round counts as sampled
