@@ -146,3 +146,15 @@ def test_partially_missing_problem_and_torn_last_line(tmp_path):
     assert generator.rows == 3  # p1's samples 2 and 3, plus the torn p3 sample
     assert sorted(s.sample_index for s in result.problems[0].samples) == [0, 1, 2, 3]
     assert len(SampleCache(path, "fp")) == 12  # the torn line does not break later loads
+
+
+def test_model_fingerprint_follows_the_weights(tmp_path):
+    from conspo.eval.cache import model_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
+    before = model_fingerprint(tmp_path)
+    assert model_fingerprint(tmp_path) == before and len(before) == 16
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 9)  # a checkpoint rewritten in place
+    assert model_fingerprint(tmp_path) != before
+    assert model_fingerprint("org/model") != model_fingerprint("org/model", revision="v2")
