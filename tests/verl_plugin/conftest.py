@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", "conspo.integrations.verl")
-os.environ.setdefault("VERL_USE_EXTERNAL_PLUGINS", "none")
-
 if importlib.util.find_spec("verl") is None:
     collect_ignore_glob = ["test_*.py"]
+else:
+    os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", "conspo.integrations.verl")
+    os.environ.setdefault("VERL_USE_EXTERNAL_PLUGINS", "none")  # no other installed plugin changes the run

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 verl = pytest.importorskip("verl")
+pytestmark = pytest.mark.verl
 
 from omegaconf import OmegaConf  # noqa: E402
 from tensordict import TensorDict  # noqa: E402

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 verl = pytest.importorskip("verl")
+pytestmark = pytest.mark.verl
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from verl.trainer.ppo.utils import need_critic, need_reference_policy  # noqa: E402
