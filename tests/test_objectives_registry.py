@@ -203,3 +203,11 @@ def test_importing_objectives_pulls_in_no_ecosystem_package():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_check_whole_groups_names_the_partial_group():
+    from conspo.objectives import check_whole_groups
+
+    check_whole_groups(torch.tensor([3, 1, 3, 1]), 2)
+    with pytest.raises(ValueError, match="group 7 has 1 rows in this batch, expected 2"):
+        check_whole_groups(torch.tensor([3, 7, 3]), 2)

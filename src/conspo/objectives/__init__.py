@@ -32,7 +32,15 @@ from .credits import (
     linear_objective,
 )
 from .disco import DisCO
-from .groups import GroupIndex, group_index, segment_logsumexp, segment_max, segment_mean, segment_sum
+from .groups import (
+    GroupIndex,
+    check_whole_groups,
+    group_index,
+    segment_logsumexp,
+    segment_max,
+    segment_mean,
+    segment_sum,
+)
 from .grpo import DAPO, GRPO, DrGRPO, clipped_surrogate, overlong_reward_penalty
 from .margins import margin_schedule
 from .registry import (
@@ -73,6 +81,7 @@ __all__ = [
     "RolloutBatch",
     "ScoreObjective",
     "autograd_credit",
+    "check_whole_groups",
     "clipped_ratio_score",
     "clipped_surrogate",
     "get_objective",

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GroupIndex", "group_index", "segment_logsumexp", "segment_max", "segment_mean", "segment_sum"]
+__all__ = [
+    "GroupIndex",
+    "check_whole_groups",
+    "group_index",
+    "segment_logsumexp",
+    "segment_max",
+    "segment_mean",
+    "segment_sum",
+]
 
 
 def segment_sum(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -99,3 +107,22 @@ def group_index(group_ids: torch.Tensor, labels: torch.Tensor) -> GroupIndex:
         is_pos=(labels == 1) & row_group_valid,
         is_neg=(labels == 0) & row_group_valid,
     )
+
+
+def check_whole_groups(group_ids: torch.Tensor, group_size: int) -> None:
+    """Raise ValueError unless every group id occurs exactly `group_size` times.
+
+    The coupled form of a group objective (ConSPO, DisCO) is exact only on whole groups; call this before
+    using it on a micro-batch a framework assembled, rather than silently contrasting partial groups.
+    """
+    if group_size < 1:
+        raise ValueError(f"check_whole_groups: group_size must be >= 1, got {group_size}")
+    ids, counts = torch.unique(group_ids, return_counts=True)
+    bad = (counts != group_size).nonzero().flatten()
+    if bad.numel():
+        first = int(bad[0])
+        raise ValueError(
+            f"group {int(ids[first])} has {int(counts[first])} rows in this batch, expected {group_size} "
+            f"({bad.numel()} of {ids.numel()} groups are partial); use the decomposed form "
+            "(objective.credit on the whole batch, then objective.loss per micro-batch)"
+        )
