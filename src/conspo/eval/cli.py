@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conspo.eval.presets import PRESETS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = __doc__
+    parser.description = __doc__.replace("``", "`")
     g = parser.add_argument_group("what to evaluate")
     g.add_argument(
         "--model",
