@@ -127,7 +127,15 @@ def test_arithmetic_evaluator(gold, pred, expected):
         ("(B)", "\\textbf{(B)}", Reason.EXACT),
         ("(B)", "(C)", Reason.NOT_EQUAL),
         ("\\text{Even}", "even", Reason.EXACT),
+        # Equations: a definition compares right sides; another left side only against numbers.
+        ("f(n)=2n+1007", "f(n)=1007+2n", Reason.SYMBOLIC),
+        ("p(x)=\\frac{(x-1)(x-2)}{6}", "p(x)=\\frac{(x-1)(x-3)}{6}", Reason.NOT_EQUAL),
+        ("x'+\\frac{r}{V}x-rc=0", "x'+\\frac{r}{V}x-rc=1", Reason.NOT_EQUAL),
+        ("f(x)=x,f(x)=-x", "f(x)=-x,f(x)=x", Reason.SYMBOLIC),
+        ("0=x", "0=2x", None),  # same solution set: math-verify decides
+        ("x^2=x", "x^2=x^3", None),
+        ("x\\le3", "x\\le4", None),
     ],
 )
-def test_fast_paths_on_lists_and_letters(gold, pred, expected):
+def test_fast_paths_on_lists_letters_and_equations(gold, pred, expected):
     assert fast_equivalence(gold, pred) == expected

@@ -266,17 +266,42 @@ def _shape(s: str) -> tuple[str, list[str]] | None:
     return ("", parts) if parts is not None and len(parts) > 1 else None
 
 
+_ASSIGNED_RE = re.compile(
+    r"^[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-zA-Z](?:,[a-zA-Z])*\))?$"
+)  # y, f(x), a_n
+
+
+def _same_equation(g: str, p: str, rel_tol: float, depth: int) -> bool | None:
+    """Two equations with the same left side: ``f(x)=...`` compares right sides (a definition, as
+    math-verify does); any other left side only when both right sides are numbers (``L=0`` vs ``L=1``
+    have disjoint solution sets). Everything else is math-verify's."""
+    sides_g, sides_p = g.split("="), p.split("=")
+    if len(sides_g) != 2 or len(sides_p) != 2 or re.search(r"[<>]|\\[lg]e|\\neq", g + p):
+        return None
+    (lhs_g, rhs_g), (lhs_p, rhs_p) = sides_g, sides_p
+    if lhs_g != lhs_p or not lhs_g:
+        return None
+    if _ASSIGNED_RE.match(lhs_g):
+        return _same_value(rhs_g, rhs_p, rel_tol, depth + 1)
+    g_num, p_num = parse_number(rhs_g), parse_number(rhs_p)
+    if g_num is not None and p_num is not None:
+        return _numbers_equal(g_num, p_num, rel_tol)
+    return None
+
+
 def _same_value(g: str, p: str, rel_tol: float, depth: int = 0) -> bool | None:
     """Equal / different / undecided, for normalized numbers, arithmetic and lists of them."""
     if g == p:
         return True
-    if depth > 3 or "\\cup" in g + p or "\\pm" in g + p or "=" in g + p:
+    if depth > 3 or "\\cup" in g + p or "\\pm" in g + p:
         return None
     g_num, p_num = parse_number(g), parse_number(p)
     if g_num is not None and p_num is not None:
         return _numbers_equal(g_num, p_num, rel_tol)
     g_shape, p_shape = _shape(g), _shape(p)
     if g_shape is None and p_shape is None:
+        if "=" in g or "=" in p:
+            return _same_equation(g, p, rel_tol, depth)
         return compare_expressions(g, p, rel_tol)
     if g_shape is None or p_shape is None or g_shape[0] != p_shape[0]:
         return None  # a list against a single value, or different brackets: math-verify decides
