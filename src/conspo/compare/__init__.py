@@ -234,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=False)
     try:
         seeds = parse_seeds(args.seeds)
-        items = list(args.objectives) + (list(ABLATIONS) if args.ablations else [])
-        objectives = parse_objective_list(items, args.objective) if (items or args.objective) else []
+        given = args.objectives or args.objective
+        objectives = parse_objective_list(args.objectives, args.objective) if given else []
+        if args.ablations:  # the Table 6 set, after what was asked for, without repeating it
+            objectives += [spec for spec in ABLATIONS if spec not in objectives]
         out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.report_only:
             if not (out / MANIFEST).is_file():

@@ -86,8 +86,10 @@ def _write_result(result: RunResult) -> None:
 def run_one(spec: RunSpec) -> RunResult:
     """Train one cell (in this process) and write its ``result.json``; never raises for a failed run."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(max(1, spec.num_threads))
+    hf_logging.disable_progress_bar()  # N processes' "Loading weights" bars would bury the compare's lines
     start = time.perf_counter()
     run_dir = Path(spec.run_dir)
     try:
