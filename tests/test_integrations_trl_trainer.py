@@ -49,7 +49,7 @@ def make_config(tmp_path, **overrides) -> ConSPOConfig:
 
 
 class CaptureTrainer(ConSPOTrainer):
-    """Records each generation batch (global rows, before TRL's shuffle) and the rewards the toy reward gave."""
+    """Records each generation batch (global rows, before TRL's shuffle) and the step it was generated at."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,6 +66,20 @@ class CaptureTrainer(ConSPOTrainer):
             }
         )
         return output
+
+
+class RecordingReward:
+    """A TRL reward function that also records what it returned, one list per generation batch."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.calls = []
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = self.fn(prompts=prompts, completions=completions, **kwargs)
+        self.calls.append(list(rewards))
+        return rewards
 
 
 class GradientCapture(TrainerCallback):
@@ -85,10 +99,8 @@ class GradientCapture(TrainerCallback):
         )
 
 
-def reference_gradient(model_template, params, generation, tokenizer, margin_progress):
+def reference_gradient(model, generation, rewards, margin_progress):
     """conspo's coupled ConSPO gradient (`get_objective("conspo")(batch)`) on the captured rollouts."""
-    model = build_tiny_model(tokenizer, TINY, seed=1)
-    model.load_state_dict(params)
     model.train()
     prompt_ids, completion_ids = generation["prompt_ids"], generation["completion_ids"]
     completion_mask = generation["completion_mask"]
@@ -101,19 +113,33 @@ def reference_gradient(model_template, params, generation, tokenizer, margin_pro
     token_logps = (
         torch.log_softmax(completion_logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     )
-    texts = tokenizer.batch_decode(
-        completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id), skip_special_tokens=True
-    )
-    rewards = torch.tensor(toy_reward(texts))
     batch = RolloutBatch(
         token_logps=token_logps,
         mask=completion_mask.bool(),
         group_ids=torch.arange(len(rewards)) // GROUP,
-        rewards=rewards,
+        rewards=torch.tensor(rewards),
     )
     loss = get_objective("conspo")(batch, progress=margin_progress).loss
     loss.backward()
     return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, batch
+
+
+def check_gradients(trainer, capture, reward, fresh_model) -> int:
+    """Compare every optimizer step's gradient with the coupled one; returns how many groups were valid."""
+    assert len(trainer.generations) == len(capture.steps) == len(reward.calls) > 0
+    valid_groups = 0
+    for generation, step, rewards in zip(trainer.generations, capture.steps, reward.calls):
+        assert generation["completion_ids"].size(0) == 2 * GROUP  # two groups, split over two micro-steps
+        model = fresh_model()
+        model.load_state_dict(step["params"])
+        progress = generation["step"] / generation["max_steps"]
+        expected, batch = reference_gradient(model, generation, rewards, progress)
+        labels = batch.labels.view(-1, GROUP)
+        valid_groups += int(((labels == 1).any(1) & (labels == 0).any(1)).sum())
+        assert expected.keys() == step["grads"].keys()
+        for name, grad in expected.items():
+            torch.testing.assert_close(step["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    return valid_groups
 
 
 TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=64)
@@ -124,12 +150,11 @@ TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_s
 def test_trainer_gradient_equals_coupled_conspo_gradient(tmp_path, mode):
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, TINY, seed=0)
     dataset = Dataset.from_dict({"prompt": PROMPTS * 2})
-    capture = GradientCapture()
+    capture, reward = GradientCapture(), RecordingReward(toy_reward)
     trainer = CaptureTrainer(
-        model=model,
-        reward_funcs=toy_reward,
+        model=build_tiny_model(tokenizer, TINY, seed=0),
+        reward_funcs=reward,
         args=make_config(tmp_path, conspo_mode=mode),
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -137,26 +162,55 @@ def test_trainer_gradient_equals_coupled_conspo_gradient(tmp_path, mode):
     )
     trainer.train()
 
-    assert (
-        len(trainer.generations) == 2 and len(capture.steps) == 2
-    )  # one generation batch per optimizer step
-    checked_valid_groups = 0
-    for generation, step in zip(trainer.generations, capture.steps):
-        assert generation["completion_ids"].size(0) == 2 * GROUP  # two groups, split over two micro-steps
-        progress = generation["step"] / generation["max_steps"]
-        expected, batch = reference_gradient(model, step["params"], generation, tokenizer, progress)
-        labels = batch.labels.view(-1, GROUP)
-        checked_valid_groups += int(((labels == 1).any(1) & (labels == 0).any(1)).sum())
-        assert expected.keys() == step["grads"].keys()
-        for name, grad in expected.items():
-            torch.testing.assert_close(step["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
     # The comparison is only meaningful if some group had both a positive and a negative.
-    assert checked_valid_groups > 0
+    assert check_gradients(trainer, capture, reward, lambda: build_tiny_model(tokenizer, TINY, seed=1)) > 0
     # The margin followed the schedule: 0 at step 0, M once progress 1/2 passed the warm-up alpha = 0.3.
     margins = [log["conspo/margin"] for log in trainer.state.log_history if "conspo/margin" in log]
     assert margins == pytest.approx([0.0, 0.01])
     # Evaluation goes through the same credit path (TRL's prediction_step calls compute_loss).
     assert math.isfinite(trainer.evaluate(dataset)["eval_loss"])
+
+
+@pytest.mark.slow
+def test_trains_the_warm_started_testbed_policy_with_conspos_verifier(tmp_path, testbed_policy_dir):
+    """The testbed's warm-started policy on its own task, rewarded by conspo's process-isolated verifier."""
+    from transformers import AutoModelForCausalLM
+
+    from conspo.data.templates import render_prompt
+    from conspo.rewards import RewardConfig, build_reward_fn
+    from conspo.testbed import make_task
+    from conspo.testbed.warmstart import load_testbed_policy
+
+    model, tokenizer = load_testbed_policy(testbed_policy_dir)
+    problems = make_task("add").train_problems(4)
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [render_prompt(p.problem, tokenizer, "testbed") for p in problems],
+            "answer": [p.answer for p in problems],
+        }
+    )
+    verifier_reward = build_reward_fn(RewardConfig(num_workers=1))
+
+    def math_reward(prompts, completions, answer, **kwargs):
+        return verifier_reward(prompts, completions, answer)
+
+    capture, reward = GradientCapture(), RecordingReward(math_reward)
+    try:
+        trainer = CaptureTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=make_config(tmp_path, max_completion_length=32, learning_rate=1e-3),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[capture],
+        )
+        trainer.train()
+    finally:
+        verifier_reward.close()
+    assert any(r == 1.0 for rewards in reward.calls for r in rewards)  # the warm start solves some problems
+    check_gradients(
+        trainer, capture, reward, lambda: AutoModelForCausalLM.from_pretrained(testbed_policy_dir)
+    )
 
 
 def test_decomposed_mode_warns_when_credit_goes_stale(tmp_path):
