@@ -106,6 +106,8 @@ def _config(tmp_path, **overrides) -> ConSPOConfig:
         ({"margin": "linear"}, "margin"),
         ({"objective": "nope"}, "unknown objective 'nope'"),
         ({"objective_kwargs": {"credit": "softmax"}}, "credit_kind"),
+        ({"objective_kwargs": '{"credit": '}, "not valid JSON"),
+        ({"objective_kwargs": {"kl_coef": 0.1}}, "kl_coef > 0"),
         (
             {"conspo_mode": "coupled", "per_device_train_batch_size": 2, "steps_per_generation": 2},
             "multiple of",
@@ -118,7 +120,7 @@ def test_config_rejects_bad_values_with_a_clear_message(tmp_path, overrides, mes
 
 
 def test_config_builds_the_objective_it_describes(tmp_path):
-    config = _config(tmp_path, tau=5.0, margin="fixed", objective_kwargs={"credit": "linear"})
+    config = _config(tmp_path, tau=5.0, margin="fixed", objective_kwargs='{"credit": "linear"}')
     objective = config.build_objective()
     assert (objective.name, objective.tau, objective.margin, objective.credit_kind) == (
         "conspo",

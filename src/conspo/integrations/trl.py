@@ -30,6 +30,7 @@ construction (:func:`check_trl_internals`), so a TRL upgrade that changes them f
 from __future__ import annotations
 
 import inspect
+import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,11 +166,12 @@ class ConSPOConfig(GRPOConfig):
         default=0.3,
         metadata={"help": "Fraction alpha of training over which the margin rises to M (paper: 0.3)."},
     )
-    objective_kwargs: dict[str, Any] | None = field(
+    objective_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
-            "help": "Further keyword arguments for the objective (e.g. the Table 6 score / credit ablations); "
-            "see docs/objectives.md."
+            "help": "Further keyword arguments for the objective (e.g. the Table 6 score / credit ablations), "
+            "as a dict or a JSON string; see docs/objectives.md. With a spec string as `objective` "
+            "('conspo:credit=linear'), tau / margin / margin_max / margin_warmup are not applied."
         },
     )
     conspo_mode: str = field(
@@ -222,8 +224,18 @@ class ConSPOConfig(GRPOConfig):
                 f"({self.per_device_train_batch_size}) must be a multiple of num_generations "
                 f"({self.num_generations}); use conspo_mode='decomposed' otherwise"
             )
+        if isinstance(self.objective_kwargs, str):  # from a command line
+            try:
+                self.objective_kwargs = json.loads(self.objective_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"objective_kwargs is not valid JSON: {self.objective_kwargs!r}") from error
         # Build the objective once here so that a bad name or option fails before a model loads.
-        self.build_objective()
+        objective = self.build_objective()
+        if objective.needs_ref_logps:
+            raise ValueError(
+                f"objective {objective.name!r} has kl_coef > 0, which needs reference log-probs that "
+                "ConSPOTrainer does not compute; set kl_coef=0 (ConSPO has no KL term)"
+            )
         stale = self.num_iterations != 1 or self.steps_per_generation != self.gradient_accumulation_steps
         if self.conspo_mode == "decomposed" and stale:
             warnings.warn(
