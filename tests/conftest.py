@@ -23,3 +23,15 @@ def shared_data_dir() -> Path:
     if not (SHARED_DATA / "math500.jsonl").exists():
         pytest.fail(f"shared data not found at {SHARED_DATA}; set CONSPO_DATA_DIR")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def testbed_policy_dir() -> Path:
+    """The default warm-started testbed policy (AutoModelForCausalLM-loadable folder), built once and cached.
+
+    The cache is ``$CONSPO_CACHE/testbed`` or ``~/.cache/conspo/testbed``, keyed by the configuration hash, so
+    later sessions reuse it; the first build takes well under a minute on one core.
+    """
+    from conspo.testbed import ensure_testbed_policy
+
+    return ensure_testbed_policy()

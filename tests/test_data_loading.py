@@ -76,7 +76,9 @@ def test_parquet(tmp_path):
 def test_column_mapping_and_limit(tmp_path):
     rows = [{"q": r["problem"], "gold": r["answer"], "key": r["id"], "problem": "decoy"} for r in ROWS]
     problems = load_problems(
-        write_jsonl(tmp_path / "m.jsonl", rows), columns={"problem": "q", "answer": "gold", "id": "key"}, limit=2
+        write_jsonl(tmp_path / "m.jsonl", rows),
+        columns={"problem": "q", "answer": "gold", "id": "key"},
+        limit=2,
     )
     assert [p.id for p in problems] == ["a", "b"]
     assert problems[0].problem == "What is 1+1?"
@@ -91,7 +93,9 @@ def test_default_columns_question_and_no_id(tmp_path):
 
 def test_dotted_column_reaches_into_struct(tmp_path):
     rows = [{"prompt": "p", "reward_model": {"ground_truth": "7"}}]
-    problems = load_problems(write_jsonl(tmp_path / "d.jsonl", rows), columns={"answer": "reward_model.ground_truth"})
+    problems = load_problems(
+        write_jsonl(tmp_path / "d.jsonl", rows), columns={"answer": "reward_model.ground_truth"}
+    )
     assert problems[0].answer == "7"
 
 
@@ -235,6 +239,7 @@ def test_overlap_warns_on_normalized_text():
 def test_overlap_on_shared_data_finds_the_three_aime_problems(shared_data_dir):
     with pytest.warns(UserWarning):
         found = check_overlap(
-            load_problems("aime_1983_2023", data_dir=shared_data_dir), load_problems("math500", data_dir=shared_data_dir)
+            load_problems("aime_1983_2023", data_dir=shared_data_dir),
+            load_problems("math500", data_dir=shared_data_dir),
         )
     assert sorted(o.train_id for o in found) == ["2010-AIME-I-6", "2015-AIME-II-6", "2017-AIME-II-7"]

@@ -96,6 +96,7 @@ def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSp
 
 def get_dataset_spec(name: str) -> DatasetSpec | None:
     """The registered set called ``name`` (case-insensitive, ``-`` and ``_`` alike), or None."""
+
     def squash(text: str) -> str:
         return text.lower().replace("-", "").replace("_", "")
 

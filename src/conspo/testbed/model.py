@@ -16,15 +16,15 @@ __all__ = ["TinyModelConfig", "build_tiny_model", "count_parameters"]
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    """Shape of the tiny Llama policy (defaults give about 0.8M parameters)."""
+    """Shape of the tiny Llama policy (defaults give about 0.62M parameters)."""
 
     hidden_size: int = 128
     """Width of the residual stream."""
-    num_layers: int = 4
+    num_layers: int = 3
     """Number of decoder blocks."""
     num_heads: int = 4
     """Attention heads (no grouped-query attention: key/value heads = heads)."""
-    intermediate_size: int = 384
+    intermediate_size: int = 352
     """Width of the SwiGLU MLP."""
     max_positions: int = 128
     """Longest sequence (prompt + completion) the model is built for."""

@@ -23,9 +23,9 @@ __all__ = ["TASKS", "TestbedTask", "make_task"]
 TASKS: dict[str, str] = {
     "add": "a + b, each operand with `difficulty` digits (default 2), worked column by column",
     "mul": "a * b, a with `difficulty` digits, b with one digit (default 2), worked column by column",
-    "chain": "a running sum of `difficulty` + 1 one-digit terms (default 3 steps), totals written as they go",
+    "chain": "a running sum of `difficulty` + 1 one-digit terms (default 2 steps), totals written as they go",
 }
-DEFAULT_DIFFICULTY = {"add": 2, "mul": 2, "chain": 3}
+DEFAULT_DIFFICULTY = {"add": 2, "mul": 2, "chain": 2}
 EVAL_FRACTION = 0.2  # share of the problem space reserved for evaluation (by hash of the text)
 
 
@@ -149,9 +149,9 @@ class TestbedTask:
     def teacher_completion(self, text: str, *, slip: bool = False, rng: random.Random | None = None) -> str:
         """The completion the warm start imitates; with ``slip`` it contains one typical mistake.
 
-        ``add`` / ``mul``: column arithmetic from the ones digit up (``3+5=8,6+4=10 \\boxed{108}`` for
-        ``63+45``; ``7*8=56,3*8+5=29 \\boxed{296}`` for ``37*8``); a slip drops a carry, or adds one where there
-        is none, and the rest follows from it. ``chain``: the running totals, then ``\\boxed{N}``; a slip is one
+        ``add`` / ``mul``: the column results from the ones digit up, carries included (``8,10 \\boxed{108}``
+        for ``63+45``; ``56,29 \\boxed{296}`` for ``37*8``); a slip drops a carry, or adds one where there is
+        none, and the rest follows from it. ``chain``: the running totals, then ``\\boxed{N}``; a slip is one
         step off by one, carried through the rest of the chain.
         """
         rng = rng or random.Random(text)
@@ -173,12 +173,8 @@ class TestbedTask:
         for i in range(width):
             if i == slip_at:
                 carry = 0 if carry else 1  # the typical slip: a carry forgotten, or one invented
-            if self.name == "add":
-                total = a_digits[i] + b_digits[i] + carry
-                steps.append(f"{a_digits[i]}+{b_digits[i]}" + (f"+{carry}" if carry else "") + f"={total}")
-            else:
-                total = a_digits[i] * b + carry
-                steps.append(f"{a_digits[i]}*{b}" + (f"+{carry}" if carry else "") + f"={total}")
+            total = (a_digits[i] + b_digits[i] if self.name == "add" else a_digits[i] * b) + carry
+            steps.append(str(total))
             digits.append(total % 10)
             carry = total // 10
         answer = int(str(total) + "".join(str(d) for d in reversed(digits[:-1])))

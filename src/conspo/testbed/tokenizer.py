@@ -17,18 +17,17 @@ __all__ = ["CHARACTERS", "SPECIAL_TOKENS", "TESTBED_CHAT_TEMPLATE", "build_char_
 
 # pad first so that its id is 0; the order is part of the cached policy's identity (see warmstart.py).
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-CHARACTERS = "\n" + "".join(c for c in string.printable if c.isprintable())  # 95 printable + newline
+CHARACTERS = "\t\n" + "".join(c for c in string.printable if c.isprintable())  # 95 printable + tab, newline
 
-# One user turn, no system prompt: the testbed model has only ever seen this framing. The generation
-# prompt ends in "A:" so that the completion starts right after it.
+# One user turn, no system prompt: the testbed model has only ever seen this framing. Every token of framing
+# is paid for in every rollout, so it is minimal: bos, the problem, a newline, then the completion and eos.
 TESTBED_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}{{ 'Q:' + message['content'] + '\\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ 'A:' + message['content'] + eos_token }}"
+    "{% if message['role'] == 'user' %}{{ message['content'] + '\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'A:' }}{% endif %}"
 )
 
 

@@ -51,7 +51,7 @@ __all__ = [
 
 # Bump when the tokenizer, the model code or the training recipe change in a way the config does not show:
 # it is part of the cache key, so old cached policies are not reused by mistake.
-TESTBED_FORMAT_VERSION = 1
+TESTBED_FORMAT_VERSION = 2
 INFO_FILE = "testbed.json"
 
 
@@ -71,7 +71,7 @@ class WarmStartConfig:
     """Distinct training problems the teacher writes completions for."""
     slip_rate: float = 0.5
     """Share of teacher completions with a typical mistake; sets the base policy's accuracy (INFERRED 0.5)."""
-    steps: int = 600
+    steps: int = 300
     """Optimizer steps of supervised training."""
     batch_size: int = 64
     """Sequences per optimizer step."""
