@@ -14,7 +14,7 @@ import pytest
 
 from conspo.rewards import MathVerifier, Reason
 
-# One batch on a 2-worker pool; about 85 rows need math-verify, so the module takes ~10 s.
+# One batch on a 2-worker pool; the rows math-verify must decide make the module take 5-20 s (machine load).
 pytestmark = pytest.mark.slow
 
 CORRECT = {Reason.EXACT, Reason.NUMERIC, Reason.SYMBOLIC}

@@ -277,7 +277,7 @@ def compare_expressions(gold: str, pred: str, rel_tol: float) -> bool | None:
     tol = max(rel_tol, 1e-9) if decimal_literal else 1e-9
     rounds = 3 if any(n not in constants for n in names) else 1
     for _ in range(rounds):
-        env = {n: constants.get(n, complex(rng.uniform(1.3, 3.7))) for n in names}
+        env = {n: constants.get(n, complex(rng.uniform(0.35, 0.95))) for n in names}
         a, b = evaluate(gold, env), evaluate(pred, env)
         if a is None or b is None:
             return None
