@@ -178,7 +178,17 @@ def test_bad_options_and_aggregation_are_refused():
         plugin.VerlConSPOOptions.from_config({"conspo": {"temperature": 3}})
     with pytest.raises(ValueError, match="tau"):
         plugin.VerlConSPOOptions.from_config({"conspo": {"tau": -1.0}}).build_objective()
+    with pytest.raises(ValueError, match="needs a score objective"):
+        plugin.VerlConSPOOptions.from_config({"conspo": {"objective": "grpo"}}).build_objective()
     rollouts = make_rollouts()
+    with pytest.raises(ValueError, match="use_kl_in_reward"):
+        get_adv_estimator_fn("conspo")(
+            token_level_rewards=rollouts["token_level_rewards"],
+            response_mask=rollouts["response_mask"],
+            index=rollouts["uid"],
+            config={"use_kl_in_reward": True},
+            old_log_probs=rollouts["old_log_probs"],
+        )
     with pytest.raises(ValueError, match="loss_agg_mode=seq-mean-token-mean"):
         get_policy_loss_fn("conspo_seq")(
             old_log_prob=rollouts["old_log_probs"],

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import agg_loss, register_adv_est, register_policy_loss
 
-from conspo.objectives import RolloutBatch, get_objective
+from conspo.objectives import RolloutBatch, ScoreObjective, get_objective
 
 __all__ = [
     "TESTED_VERL_VERSIONS",
@@ -94,15 +94,22 @@ class VerlConSPOOptions:
     def build_objective(self):
         """The conspo objective these options describe (validates every value)."""
         if self.objective != "conspo":
-            return get_objective(self.objective)
-        return get_objective(
-            "conspo",
-            tau=self.tau,
-            margin=self.margin,
-            margin_max=self.margin_max,
-            margin_warmup=self.margin_warmup,
-            credit=self.credit,
-        )
+            objective = get_objective(self.objective)
+        else:
+            objective = get_objective(
+                "conspo",
+                tau=self.tau,
+                margin=self.margin,
+                margin_max=self.margin_max,
+                margin_warmup=self.margin_warmup,
+                credit=self.credit,
+            )
+        if not isinstance(objective, ScoreObjective) or objective.needs_old_logps:
+            raise ValueError(
+                f"algorithm.conspo.objective={self.objective!r}: the verl plugin needs a score objective on "
+                "log-prob scores (its credit becomes the advantage), e.g. 'conspo' or 'disco'"
+            )
+        return objective
 
 
 def _get(config: Any, key: str) -> Any:
@@ -193,6 +200,11 @@ def compute_conspo_advantage(
     if global_step is not None and total_steps:
         progress = min(max((global_step - 1) / total_steps, 0.0), 1.0)
 
+    if config is not None and _get(config, "use_kl_in_reward"):
+        raise ValueError(
+            "adv_estimator=conspo labels rollouts from their rewards; algorithm.use_kl_in_reward=True would "
+            "mix the KL penalty into them: set it to False (ConSPO has no KL term)"
+        )
     options = VerlConSPOOptions.from_config(config)
     objective = options.build_objective()
     rewards = token_level_rewards.detach().float().sum(dim=-1)
