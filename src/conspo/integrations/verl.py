@@ -64,7 +64,7 @@ class VerlConSPOOptions:
     """ConSPO's options in verl, read from the ``algorithm.conspo`` mapping (all optional)."""
 
     objective: str = "conspo"
-    """Registered conspo score objective (``conspo``; also ``disco`` or any objective with a ``coef`` credit)."""
+    """Registered score objective on log-prob scores (``conspo`` today; ratio objectives are refused)."""
     tau: float = 10.0
     """InfoNCE temperature tau (paper: 10)."""
     margin: str = "cosine"
@@ -107,7 +107,7 @@ class VerlConSPOOptions:
         if not isinstance(objective, ScoreObjective) or objective.needs_old_logps:
             raise ValueError(
                 f"algorithm.conspo.objective={self.objective!r}: the verl plugin needs a score objective on "
-                "log-prob scores (its credit becomes the advantage), e.g. 'conspo' or 'disco'"
+                "log-prob scores without importance ratios (its credit becomes the advantage), e.g. 'conspo'"
             )
         return objective
 
