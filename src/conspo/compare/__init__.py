@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
 
     from conspo.config import ConfigError
 
-    console = Console(stderr=False)
+    # Not a terminal (a log file): wide enough that the table does not wrap its numbers.
+    console = Console(width=None if sys.stdout.isatty() else 180)
     try:
         seeds = parse_seeds(args.seeds)
         given = args.objectives or args.objective

@@ -37,8 +37,8 @@ __all__ = [
 ACCURACY_KEY = "eval/accuracy"
 REWARD_KEY = "reward/mean"
 DIAGNOSTICS: tuple[tuple[str, str], ...] = (
-    ("conspo/score_gap", "ConSPO score gap s+ - s- (nats/token)"),
-    ("conspo/p_pos", "ConSPO P+ (positive's contrastive probability)"),
+    ("conspo/score_gap", "ConSPO score gap s+ - s-"),
+    ("conspo/p_pos", "ConSPO P+ (contrastive prob.)"),
     ("conspo/margin", "ConSPO margin m_t"),
 )
 
@@ -216,25 +216,48 @@ def rich_table(summaries: Sequence[ObjectiveSummary], title: str) -> Any:
     return table
 
 
-def plot_all(runs: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]], out_dir: Path) -> dict[str, Path]:
-    """accuracy.png, reward.png and one PNG per ConSPO diagnostic that some run logged; returns them by name."""
+def _windowed(rows: Sequence[Mapping[str, Any]], key: str, width: int) -> list[dict[str, Any]]:
+    """One row per window of ``width`` steps (at its last step) holding the mean of ``key`` over the window.
+
+    Training metrics are missing at skipped steps (no valid group), at different steps for different seeds;
+    window means give every seed a value at the same steps, so the mean over seeds is over all of them.
+    """
+    steps, values = _series([r for r in rows if r.get("step", 0) > 0], key)
+    if not len(steps):
+        return []
+    bins = np.ceil(steps / width).astype(int) * width
+    return [{"step": int(b), key: float(values[bins == b].mean())} for b in np.unique(bins)]
+
+
+def plot_all(
+    runs: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]], out_dir: Path, window: int | None = None
+) -> dict[str, Path]:
+    """accuracy.png, reward.png and one PNG per ConSPO diagnostic that some run logged; returns them by name.
+
+    Held-out accuracy is drawn at its evaluated steps; the training metrics as means over windows of
+    ``window`` steps (default: about 10 windows over the run), see ``_windowed``.
+    """
     from conspo.trainer.plots import plot_compare
 
     grouped = {name: list(seeds.values()) for name, seeds in runs.items() if seeds}
     if not grouped:
         return {}
+    last = max((r.get("step", 0) for seeds in grouped.values() for rows in seeds for r in rows), default=1)
+    width = window or max(1, round(last / 10))
     pngs: dict[str, Path] = {}
-
-    def logged(key: str) -> dict[str, list]:
-        return {n: s for n, s in grouped.items() if any(key in row for rows in s for row in rows)}
-
     panels = [
         ("accuracy", ACCURACY_KEY, "held-out accuracy (avg@k)"),
-        ("reward", REWARD_KEY, "training reward (mean over rollouts)"),
+        ("reward", REWARD_KEY, "training reward"),
         *((key.split("/")[1], key, label) for key, label in DIAGNOSTICS),
     ]
     for name, key, label in panels:
-        have = logged(key)
+        if key == ACCURACY_KEY:
+            data = grouped
+            how = ""
+        else:
+            data = {n: [_windowed(rows, key, width) for rows in seeds] for n, seeds in grouped.items()}
+            how = f", {width}-step means" if width > 1 else ""
+        have = {n: seeds for n, seeds in data.items() if any(key in row for rows in seeds for row in rows)}
         if not have:
             continue
         pngs[name] = plot_compare(
@@ -242,6 +265,6 @@ def plot_all(runs: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]], out_
             out_dir / f"{name}.png",
             key=key,
             ylabel=label,
-            title=f"{label}: mean over seeds, band = ±1 std",
+            title=f"{label} (mean ± std over seeds{how})",
         )
     return pngs
