@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             times["grpo (TRL)"].append(time_trainer("grpo", args.steps, args.completion, out_dir))
             times["conspo"].append(time_trainer("conspo", args.steps, args.completion, out_dir))
     base = statistics.median(times["grpo (TRL)"])
-    print(f"TRL optimizer step, tiny Llama, 16 rollouts x {args.completion} tokens, CPU time, median of {args.rounds}")
+    print(
+        f"TRL optimizer step, tiny Llama, 16 rollouts x {args.completion} tokens, CPU time, median of {args.rounds}"
+    )
     print(f"{'trainer':<14}{'s / step':>10}{'ratio':>8}")
     for name, values in times.items():
         median = statistics.median(values)
