@@ -172,6 +172,39 @@ def test_trainer_gradient_equals_coupled_conspo_gradient(tmp_path, mode):
 
 
 @pytest.mark.slow
+def test_coupled_mode_stays_exact_when_a_generation_batch_is_reused(tmp_path):
+    """num_iterations=2: the second optimizer step reuses the rollouts at moved parameters; coupled mode
+    recomputes the credit there, so each step's gradient is the coupled gradient at that step's parameters."""
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    capture, reward = GradientCapture(), RecordingReward(toy_reward)
+    trainer = CaptureTrainer(
+        model=build_tiny_model(tokenizer, TINY, seed=0),
+        reward_funcs=reward,
+        args=make_config(tmp_path, conspo_mode="coupled", num_iterations=2),
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS * 2}),
+        processing_class=tokenizer,
+        callbacks=[capture],
+    )
+    trainer.train()
+    assert len(trainer.generations) == 1 and len(capture.steps) == 2
+    generation = trainer.generations[0]
+    for step_index, step in enumerate(capture.steps):
+        model = build_tiny_model(tokenizer, TINY, seed=1)
+        model.load_state_dict(step["params"])
+        expected, _ = reference_gradient(
+            model, generation, reward.calls[0], step_index / generation["max_steps"]
+        )
+        for name, grad in expected.items():
+            torch.testing.assert_close(
+                step["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=f"step {step_index}: {name}"
+            )
+    assert not torch.equal(
+        capture.steps[0]["params"]["lm_head.weight"], capture.steps[1]["params"]["lm_head.weight"]
+    )
+
+
+@pytest.mark.slow
 def test_trains_the_warm_started_testbed_policy_with_conspos_verifier(tmp_path, testbed_policy_dir):
     """The testbed's warm-started policy on its own task, rewarded by conspo's process-isolated verifier."""
     from transformers import AutoModelForCausalLM
