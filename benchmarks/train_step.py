@@ -170,6 +170,8 @@ def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     cfg.rollout.max_new_tokens = args.max_new_tokens
     cfg.rollout.temperature = 1.0
     cfg.rollout.top_p = 1.0
+    cfg.batch.update_mode = args.update_mode
+    cfg.batch.filter_groups = not args.no_filter
     trainer = Trainer(cfg)
     verifier = ParityVerifier() if args.reward == "parity" else MathVerifier(num_workers=1, timeout=5.0)
     steps = []
@@ -432,6 +434,17 @@ def main(argv: list[str] | None = None) -> int:
         "--reward", choices=("math", "parity"), default=None, help="default: math, parity for 0.5b"
     )
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--no-filter",
+        action="store_true",
+        help="conspo updates on every group like TRL (batch.filter_groups=false): the same work per step",
+    )
+    parser.add_argument(
+        "--update-mode",
+        choices=("decomposed", "coupled"),
+        default="decomposed",
+        help="conspo's batch.update_mode (decomposed, the default, adds a no-grad scoring forward)",
+    )
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     # Internal: a child process runs one system.
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
@@ -456,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--lr={args.lr}",
         f"--seed={args.seed}",
         f"--reward={args.reward}",
+        f"--update-mode={args.update_mode}",
+        *(["--no-filter"] if args.no_filter else []),
     ]
     systems = [s for s in args.systems.split(",") if s]
     unknown = set(systems) - set(SYSTEMS)
@@ -464,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"train step benchmark: device={args.device} model={args.model_config} P={args.prompts} "
         f"G={args.group_size} max_new_tokens={args.max_new_tokens} threads={args.threads} reward={args.reward} "
+        f"update_mode={args.update_mode} filter_groups={not args.no_filter} "
         f"steps={args.steps}+{args.warmup} warmup x {args.rounds} rounds; {platform.platform()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
