@@ -125,6 +125,10 @@ CASES: list[tuple[str, str, str, object]] = [
     ("minerva_math", "minerva-22", box("3 \\times 10^{5}"), False),
     ("minerva_math", "minerva-1", box("4.5 \\times 10^{33}"), True),
     ("minerva_math", "minerva-1", box("4.5e-33"), False),
+    # math-verify parses this gold as 2/3 (a stray number): the near miss must still fail
+    ("minerva_math", "minerva-268", box("\\frac{E_{1}+2E_{2}}{3}"), True),
+    ("minerva_math", "minerva-268", box("\\frac{1}{3} E_{1}+\\frac{2}{3} E_{3}"), False),
+    ("minerva_math", "minerva-268", box("\\frac{2}{3} E_{1}+\\frac{1}{3} E_{2}"), False),
     # -- degrees, units, \text{...} --
     (M5, "test/precalculus/927.json", box("90"), True),
     (M5, "test/precalculus/927.json", box("90^{\\circ}"), True),

@@ -7,7 +7,14 @@ from fractions import Fraction
 
 import pytest
 
-from conspo.rewards import Reason, extract_answer, extract_boxed, fast_equivalence, parse_number
+from conspo.rewards import (
+    Reason,
+    extract_answer,
+    extract_boxed,
+    fast_equivalence,
+    parse_number,
+    symbolic_equivalence,
+)
 from conspo.rewards.latex_arith import compare_expressions
 
 
@@ -108,7 +115,8 @@ def test_integers_compare_exactly_decimals_within_tolerance():
         ("10^{10^{10^{10}}}", "10", None),
         ("\\sqrt{10^{12}+1}-10^{6}", "\\frac{1}{\\sqrt{10^{12}+1}+10^6}", None),
         ("13.5", "13.5pounds", None),
-        ("x+1", "y+1", None),
+        ("x+1", "y+1", False),  # a variable on one side only: still a sound difference
+        ("2", "\\frac{2x}{x}", True),
         ("(1,2)", "(2,1)", None),
     ],
 )
@@ -126,6 +134,7 @@ def test_arithmetic_evaluator(gold, pred, expected):
         ("(3,4]", "[3,4]", None),  # different brackets: math-verify decides
         ("(B)", "\\textbf{(B)}", Reason.EXACT),
         ("(B)", "(C)", Reason.NOT_EQUAL),
+        ("\\text{(E)}", "(E)+1", Reason.NOT_EQUAL),
         ("\\text{Even}", "even", Reason.EXACT),
         # Equations: a definition compares right sides; another left side only against numbers.
         ("f(n)=2n+1007", "f(n)=1007+2n", Reason.SYMBOLIC),
@@ -139,3 +148,11 @@ def test_arithmetic_evaluator(gold, pred, expected):
 )
 def test_fast_paths_on_lists_letters_and_equations(gold, pred, expected):
     assert fast_equivalence(gold, pred) == expected
+
+
+def test_symbolic_path_ignores_math_verify_stray_numbers():
+    # math-verify parses both as the number 2/3; they differ in E_2 vs E_3.
+    gold = "\\frac{1}{3} E_{1}+\\frac{2}{3} E_{2}"
+    assert not symbolic_equivalence(gold, "\\frac{1}{3} E_{1}+\\frac{2}{3} E_{3}")
+    assert symbolic_equivalence(gold, gold)
+    assert symbolic_equivalence("\\frac{\\sqrt{3}}{2}", "\\sin(\\pi/3)")

@@ -211,7 +211,7 @@ def fast_equivalence(gold: str, pred: str, rel_tol: float = DEFAULT_REL_TOL) -> 
     if g_choice is not None:
         if p_choice is not None:
             return Reason.EXACT if g_choice == p_choice else Reason.NOT_EQUAL
-        if re.match(r"^\(?[A-E]\)", p):  # "(B) 12"
+        if re.match(r"^\([A-E]\)(?![-+*/^=_.,])", p):  # "(B) 12", not "(E)+1"
             return Reason.EXACT if p.lstrip("(")[0] == g_choice else Reason.NOT_EQUAL
     if g.isalpha() and p.isalpha() and len(g) > 1 and g.casefold() == p.casefold():
         return Reason.EXACT  # a word answer ("Even", "\text{even}")
@@ -345,6 +345,22 @@ def _parse(answer: str):
     return mv.parse(_as_latex(answer), parsing_timeout=None)
 
 
+_LETTER_RE = re.compile(r"\\[a-zA-Z]+|([a-df-hj-zA-Z])")  # commands skipped; e and i may be constants
+
+
+def _stray_number(text: str, parsed: list) -> bool:
+    """math-verify fell back to a fragment: a plain number parsed from an answer with variables in it.
+
+    When its LaTeX parser fails part-way it can return a stray number (``\\frac{1}{3} E_{1}+\\frac{2}{3}
+    E_{2}`` parses as 2/3), and two different answers then compare equal.
+    """
+    expr = parsed[0]
+    if not getattr(expr, "is_number", False):
+        return False
+    body = _WRAPPER_RE.sub("", text)  # \text{...} words are names or units, not variables
+    return any(m.group(1) for m in _LETTER_RE.finditer(body))
+
+
 def symbolic_equivalence(
     gold: str, pred: str, *, rel_tol: float = DEFAULT_REL_TOL, symmetric: bool = False
 ) -> bool:
@@ -357,6 +373,8 @@ def symbolic_equivalence(
     gold_parsed, pred_parsed = _parse(gold), _parse(pred)
     if not gold_parsed or not pred_parsed:
         return False
+    if _stray_number(gold, gold_parsed) or _stray_number(pred, pred_parsed):
+        return normalize_answer(gold) == normalize_answer(pred)
     # float_rounding keeps math-verify's decimal comparison in line with rel_tol (digits after the point).
     digits = max(1, min(15, round(-__import__("math").log10(rel_tol)))) if rel_tol > 0 else 15
     ok = mv.verify(gold_parsed, pred_parsed, float_rounding=digits, timeout_seconds=None)

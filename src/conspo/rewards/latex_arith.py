@@ -55,6 +55,8 @@ _GREEK = [
     "Phi",
     "Psi",
     "Omega",
+    "hbar",  # symbols that are not Greek but behave like a variable
+    "ell",
 ]
 # A variable: one letter or a Greek letter, with an optional simple subscript (E_{1}, x_0, \omega_n).
 _VARIABLE = r"(?:[a-zA-Z]|\\(?:" + "|".join(_GREEK) + r")(?![a-zA-Z]))(?:_(?:\{[a-zA-Z0-9]+\}|[a-zA-Z0-9]))?"
@@ -267,9 +269,10 @@ def compare_expressions(gold: str, pred: str, rel_tol: float) -> bool | None:
     tokens_g, tokens_p = _tokens(gold), _tokens(pred)
     if not tokens_g or not tokens_p:
         return None
-    if _variables(tokens_g) != _variables(tokens_p) or _WORD_RE.search(gold) or _WORD_RE.search(pred):
-        return None  # a letter on one side only, or a word, is likely a unit or a name: math-verify decides
-    names = sorted(_variables(tokens_g))
+    if _WORD_RE.search(gold) or _WORD_RE.search(pred):
+        return None  # a word is likely a unit or a name: math-verify decides
+    # A variable on one side only still gives a sound answer: both are functions of the union.
+    names = sorted(_variables(tokens_g) | _variables(tokens_p))
     constants = {"e": complex(math.e), "i": 1j}
     rng = random.Random(0x5EED)
     decimal_literal = any("." in t for t in tokens_g + tokens_p)
