@@ -276,3 +276,50 @@ def test_compute_score_uses_the_process_isolated_verifier():
     wrong = plugin.compute_score("math", "so the answer is \\boxed{3}", "0.5", extra_info={"index": 0})
     assert right == {"score": 1.0, "acc": True, "pred": "\\frac{1}{2}"}
     assert (wrong["score"], wrong["acc"], wrong["pred"]) == (0.0, False, "3")
+
+
+def test_verls_own_ppo_loss_with_conspo_seq_gives_the_coupled_gradient():
+    """Through verl's actor loss entry point (`workers/utils/losses.py::ppo_loss`), micro-batch by micro-batch."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.losses import ppo_loss
+
+    rollouts = make_rollouts(seed=11)
+    mask = rollouts["response_mask"]
+    num_rows = mask.shape[0]
+    config = OmegaConf.create({"conspo": {}})
+    advantages, _ = get_adv_estimator_fn("conspo")(
+        token_level_rewards=rollouts["token_level_rewards"],
+        response_mask=mask,
+        index=rollouts["uid"],
+        config=config,
+        old_log_probs=rollouts["old_log_probs"],
+        global_step=1,
+        total_steps=10,
+    )
+    _, expected = coupled_reference(rollouts, progress=0.0)
+
+    actor = actor_config()
+    log_prob = rollouts["old_log_probs"].clone().requires_grad_(True)
+    prompt_len = 3
+    for rows in (torch.arange(0, 7), torch.arange(7, num_rows)):
+        lengths = mask[rows].sum(-1).long()
+        # Model output over prompt + response, unpadded; position p + t - 1 holds the response token t's log-prob.
+        pieces = []
+        for row, length in zip(rows.tolist(), lengths.tolist()):
+            pieces += [log_prob.new_zeros(prompt_len - 1), log_prob[row, :length], log_prob.new_zeros(1)]
+        data = TensorDict(
+            {
+                "prompts": nested(
+                    torch.ones(len(rows), prompt_len, dtype=torch.long), torch.ones(len(rows), prompt_len)
+                ),
+                "responses": nested(torch.ones(len(rows), mask.shape[1], dtype=torch.long), mask[rows]),
+                "response_mask": nested(mask[rows], mask[rows]),
+                "old_log_probs": nested(rollouts["old_log_probs"][rows], mask[rows]),
+                "advantages": nested(advantages[rows], mask[rows]),
+            },
+            batch_size=len(rows),
+        )
+        tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=num_rows)
+        loss, _ = ppo_loss(actor, {"log_probs": torch.cat(pieces)}, data)
+        loss.backward()
+    torch.testing.assert_close(log_prob.grad, expected, rtol=1e-5, atol=1e-7)
