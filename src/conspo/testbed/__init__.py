@@ -32,11 +32,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "TinyModelConfig": "conspo.testbed.model",
+    "TinyModelConfig": "conspo.testbed.config",
     "build_tiny_model": "conspo.testbed.model",
     "build_char_tokenizer": "conspo.testbed.tokenizer",
-    "DEFAULT_TESTBED": "conspo.testbed.warmstart",
-    "WarmStartConfig": "conspo.testbed.warmstart",
+    "DEFAULT_TESTBED": "conspo.testbed.config",
+    "WarmStartConfig": "conspo.testbed.config",
     "default_cache_dir": "conspo.testbed.warmstart",
     "ensure_testbed_policy": "conspo.testbed.warmstart",
     "load_testbed_policy": "conspo.testbed.warmstart",

@@ -20,7 +20,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from conspo.testbed.warmstart import WarmStartConfig
+    from conspo.testbed.config import WarmStartConfig
 
     defaults = WarmStartConfig()
     g = p.add_argument_group("warm-start configuration (each one changes the cache key)")
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from conspo.testbed.warmstart import WarmStartConfig
+    from conspo.testbed.config import WarmStartConfig
 
     return WarmStartConfig(
         task=args.task, difficulty=args.difficulty, seed=args.seed, steps=args.steps, slip_rate=args.slip_rate

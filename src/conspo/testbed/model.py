@@ -6,28 +6,12 @@ swapped for ``Qwen2Tokenizer`` on reload, which silently drops the character tok
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from conspo.testbed.config import TinyModelConfig
+
 __all__ = ["TinyModelConfig", "build_tiny_model", "count_parameters"]
-
-
-@dataclass(frozen=True)
-class TinyModelConfig:
-    """Shape of the tiny Llama policy (defaults give about 0.62M parameters)."""
-
-    hidden_size: int = 128
-    """Width of the residual stream."""
-    num_layers: int = 3
-    """Number of decoder blocks."""
-    num_heads: int = 4
-    """Attention heads (no grouped-query attention: key/value heads = heads)."""
-    intermediate_size: int = 352
-    """Width of the SwiGLU MLP."""
-    max_positions: int = 128
-    """Longest sequence (prompt + completion) the model is built for."""
 
 
 def build_tiny_model(

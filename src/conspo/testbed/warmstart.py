@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -25,7 +24,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,8 @@ import torch
 
 from conspo.data.problem import Problem
 from conspo.data.templates import render_prompt
-from conspo.testbed.model import TinyModelConfig, build_tiny_model, count_parameters
+from conspo.testbed.config import DEFAULT_TESTBED, TESTBED_FORMAT_VERSION, WarmStartConfig
+from conspo.testbed.model import build_tiny_model, count_parameters
 from conspo.testbed.tasks import make_task
 from conspo.testbed.tokenizer import build_char_tokenizer
 
@@ -49,70 +48,7 @@ __all__ = [
     "warm_start",
 ]
 
-# Bump when the tokenizer, the model code or the training recipe change in a way the config does not show:
-# it is part of the cache key, so old cached policies are not reused by mistake.
-TESTBED_FORMAT_VERSION = 2
 INFO_FILE = "testbed.json"
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    """Everything that determines the warm-started testbed policy (and its cache key)."""
-
-    task: str = "add"
-    """Testbed task (``add``, ``mul``, ``chain``); see ``conspo.testbed.tasks``."""
-    difficulty: int | None = None
-    """Task difficulty (None = the task's default: 2 digits for add/mul, 3 steps for chain)."""
-    seed: int = 0
-    """Seeds the problems, the model initialisation, the slips and the batch order."""
-    model: TinyModelConfig = field(default_factory=TinyModelConfig)
-    """Shape of the tiny Llama policy."""
-    num_train_problems: int = 3000
-    """Distinct training problems the teacher writes completions for."""
-    slip_rate: float = 0.5
-    """Share of teacher completions with a typical mistake; sets the base policy's accuracy (INFERRED 0.5)."""
-    steps: int = 300
-    """Optimizer steps of supervised training."""
-    batch_size: int = 64
-    """Sequences per optimizer step."""
-    learning_rate: float = 3e-3
-    """Peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay to 10%)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    template: str = "testbed"
-    """Prompt template the policy is trained with (the trainer must render prompts with the same one)."""
-    num_threads: int = 1
-    """torch intra-op threads during the warm start. One: the matrices are tiny, so a second thread gains little
-    on an idle machine and costs 10x or more on a busy one (OpenMP threads spin waiting for a core)."""
-    eval_problems: int = 64
-    """Held-out problems for the accuracy measurement written next to the policy."""
-    eval_samples: int = 4
-    """Completions per held-out problem (temperature 1)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):  # from JSON / keyword arguments
-            object.__setattr__(self, "model", TinyModelConfig(**self.model))
-        make_task(self.task, seed=self.seed, difficulty=self.difficulty)  # validates name and difficulty
-        if not 0.0 <= self.slip_rate < 1.0:
-            raise ValueError(f"slip_rate must be in [0, 1), got {self.slip_rate}")
-        for name in ("num_train_problems", "steps", "batch_size", "num_threads", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def cache_key(self) -> str:
-        """Hash of the configuration (minus the thread count's effect on nothing else) and the format version."""
-        payload = json.dumps({"version": TESTBED_FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-DEFAULT_TESTBED = WarmStartConfig()
-"""The configuration ``conspo train`` with no arguments uses (task, difficulty, template, policy)."""
 
 
 @contextlib.contextmanager
