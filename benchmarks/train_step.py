@@ -142,6 +142,30 @@ def peak_memory(device: str) -> dict[str, float]:
     return out
 
 
+class _ClockedTime:
+    """The ``time`` module with ``perf_counter`` swapped for another clock (conspo's phase timers read it)."""
+
+    def __init__(self, clock):
+        self.perf_counter = clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def use_clock(name: str):
+    """The clock every phase is timed with: wall (perf_counter) or this process's CPU time (all its threads).
+
+    CPU time leaves out waiting for a core on a shared machine, and the verifier's worker processes: on the
+    testbed the verify phase is then the in-process fast path only.
+    """
+    if name == "wall":
+        return time.perf_counter
+    import conspo.trainer.loop as loop
+
+    loop.time = _ClockedTime(time.process_time)
+    return time.process_time
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -172,6 +196,7 @@ def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     cfg.rollout.top_p = 1.0
     cfg.batch.update_mode = args.update_mode
     cfg.batch.filter_groups = not args.no_filter
+    use_clock(args.clock)
     trainer = Trainer(cfg)
     verifier = ParityVerifier() if args.reward == "parity" else MathVerifier(num_workers=1, timeout=5.0)
     steps = []
@@ -253,17 +278,18 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         max_grad_norm=1.0,
     )
 
+    clock = use_clock(args.clock)
     phase: dict[str, float] = {"generate": 0.0, "verify": 0.0, "gen_tokens": 0.0}
     steps: list[dict[str, float]] = []
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args_, state, control, **kwargs):
             sync(args.device)
-            phase.update(generate=0.0, verify=0.0, gen_tokens=0.0, start=time.perf_counter())
+            phase.update(generate=0.0, verify=0.0, gen_tokens=0.0, start=clock())
 
         def on_step_end(self, args_, state, control, **kwargs):
             sync(args.device)
-            step = time.perf_counter() - phase["start"]
+            step = clock() - phase["start"]
             steps.append(
                 {
                     "step": step,
@@ -287,17 +313,17 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
     def timed_generate(*a, **k):
         sync(args.device)
-        t0 = time.perf_counter()
+        t0 = clock()
         out = generate(*a, **k)
         sync(args.device)
-        phase["generate"] += time.perf_counter() - t0
+        phase["generate"] += clock() - t0
         phase["gen_tokens"] += float(sum(len(ids) for ids in out[1]))  # completion_ids_list
         return out
 
     def timed_rewards(*a, **k):
-        t0 = time.perf_counter()
+        t0 = clock()
         out = calculate_rewards(*a, **k)
-        phase["verify"] += time.perf_counter() - t0
+        phase["verify"] += clock() - t0
         return out
 
     trainer._generate, trainer._calculate_rewards = timed_generate, timed_rewards
@@ -435,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: perf_counter; cpu: this process's CPU time (steadier on a shared machine with --threads 1)",
+    )
+    parser.add_argument(
         "--no-filter",
         action="store_true",
         help="conspo updates on every group like TRL (batch.filter_groups=false): the same work per step",
@@ -470,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--seed={args.seed}",
         f"--reward={args.reward}",
         f"--update-mode={args.update_mode}",
+        f"--clock={args.clock}",
         *(["--no-filter"] if args.no_filter else []),
     ]
     systems = [s for s in args.systems.split(",") if s]
@@ -479,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"train step benchmark: device={args.device} model={args.model_config} P={args.prompts} "
         f"G={args.group_size} max_new_tokens={args.max_new_tokens} threads={args.threads} reward={args.reward} "
-        f"update_mode={args.update_mode} filter_groups={not args.no_filter} "
+        f"update_mode={args.update_mode} filter_groups={not args.no_filter} clock={args.clock} "
         f"steps={args.steps}+{args.warmup} warmup x {args.rounds} rounds; {platform.platform()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
