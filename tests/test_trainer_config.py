@@ -174,3 +174,4 @@ def test_docs_page_lists_every_field():
     page = (Path(__file__).resolve().parents[1] / "docs" / "trainer.md").read_text()
     missing = [path for path, *_ in config_fields(TrainConfig) if f"`{path}`" not in page]
     assert missing == [], "docs/trainer.md is missing config fields (regenerate with markdown_reference)"
+    assert markdown_reference(TrainConfig) in page, "docs/trainer.md's config table is stale (defaults/help)"

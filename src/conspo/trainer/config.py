@@ -128,7 +128,7 @@ class RolloutConfig:
     )
     top_p: float = field(default=1.0, metadata=_help("Nucleus sampling threshold (1.0 = off)."))
     max_new_tokens: int = field(
-        default=24,
+        default=32,
         metadata=_help(
             "Longest completion; longer ones are cut and flagged truncated (paper: 8K / 4K tokens)."
         ),
@@ -164,7 +164,10 @@ class ObjectiveConfig:
 class OptimConfig:
     """AdamW and its learning-rate schedule."""
 
-    lr: float = field(default=2e-4, metadata=_help("Peak learning rate (paper: 2e-6 for 1.5B-8B models)."))
+    lr: float = field(
+        default=1e-4,
+        metadata=_help("Peak learning rate (paper: 2e-6 for 1.5B-8B models; 1e-4 suits the testbed)."),
+    )
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_help("AdamW betas (INFERRED)."))
     eps: float = field(default=1e-8, metadata=_help("AdamW epsilon."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay (INFERRED: 0)."))
@@ -186,7 +189,7 @@ class OptimConfig:
 class BatchConfig:
     """How many prompts and rollouts one step uses and how the update is split."""
 
-    prompts_per_step: int = field(default=8, metadata=_help("P: prompts per RL step, across all processes."))
+    prompts_per_step: int = field(default=16, metadata=_help("P: prompts per RL step, across all processes."))
     group_size: int = field(
         default=8, metadata=_help("G: completions sampled per prompt (INFERRED: 8, as DisCO).")
     )
@@ -230,7 +233,8 @@ class EvalConfig:
     """Periodic held-out evaluation (avg@k) and best-checkpoint tracking."""
 
     every: int = field(
-        default=0, metadata=_help("Evaluate every N steps; 0 = only before and after training.")
+        default=10,
+        metadata=_help("Evaluate every N steps (and after the last); 0 = only before and after training."),
     )
     samples: int = field(default=4, metadata=_help("k of avg@k: samples per held-out problem."))
     max_problems: int | None = field(
@@ -278,7 +282,7 @@ class TrainConfig:
     """Everything ``conspo train`` needs. YAML keys and ``key=value`` overrides use these names."""
 
     steps: int = field(
-        default=30, metadata=_help("Total RL steps; progress lambda = step / steps drives the margin.")
+        default=40, metadata=_help("Total RL steps; progress lambda = step / steps drives the margin.")
     )
     seed: int = field(default=0, metadata=_help("Seed for data order, sampling and initialisation."))
     output_dir: str = field(default="runs", metadata=_help("Parent folder of run folders."))
@@ -289,7 +293,11 @@ class TrainConfig:
         default="auto", metadata=_help("auto = cuda when available.")
     )
     num_threads: int | None = field(
-        default=None, metadata=_help("torch CPU threads; None = torch's default.")
+        default=None,
+        metadata=_help(
+            "torch CPU threads; None = 1 with the testbed policy (a tiny model gains nothing from more, and the "
+            "verifier needs a core), else torch's default."
+        ),
     )
     stop_after: int | None = field(
         default=None,

@@ -103,6 +103,8 @@ class Trainer:
         cfg.validate(self.dist.world_size)  # before any model loads
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
+        elif cfg.model.name_or_path == TESTBED and self.dist.device.type == "cpu":
+            torch.set_num_threads(1)
         _seed_everything(cfg.seed)
         self.device = self.dist.device
         self.objective = cfg.build_objective()
