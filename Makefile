@@ -36,10 +36,15 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
+# verl pins transformers < 5.11 and brings ray: its plugin is tested in a separate environment.
+test-verl:
+	scripts/make_verl_env.sh
+	.venv-verl/bin/python -m pytest -q tests/verl_plugin
+
 bench: install
 	$(PY) benchmarks/objectives.py
 	$(PY) benchmarks/verifier.py
 	$(PY) benchmarks/train_step.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .venv-verl build dist .pytest_cache .ruff_cache src/*.egg-info

@@ -19,7 +19,7 @@ TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 VERL_VERSION="${VERL_VERSION:-0.9.1}"
 STAMP="$VENV/.installed"
 
-if [[ -f "$STAMP" && "$STAMP" -nt scripts/make_verl_env.sh && "$STAMP" -nt pyproject.toml ]]; then
+if [[ -f "$STAMP" && "$STAMP" -nt scripts/make_verl_env.sh && "$STAMP" -nt pyproject.toml && "$STAMP" -nt constraints-verl.txt ]]; then
     exit 0
 fi
 
@@ -31,7 +31,9 @@ PIP="$VENV/bin/pip"
 
 pins="$(mktemp)"
 trap 'rm -f "$pins"' EXIT
-printf 'torch==%s\nantlr4-python3-runtime==4.9.3\n' "$TORCH_VERSION" > "$pins"
+# Exact versions (CI and `make test-verl`) come from constraints-verl.txt; torch and antlr are pinned on top.
+grep -v -e '^torch==' -e '^antlr4-python3-runtime==' constraints-verl.txt > "$pins"
+printf 'torch==%s\nantlr4-python3-runtime==4.9.3\n' "$TORCH_VERSION" >> "$pins"
 
 # TransferQueue, cachetools, pyzmq, msgspec, fastapi and uvicorn come from verl's `verl-core` extra: the V1
 # trainer (and so the `conspo_sync` trainer) imports them. The rest of that extra is GPU-side and not needed.
