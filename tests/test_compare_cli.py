@@ -52,6 +52,15 @@ def test_compare_runs_every_cell_writes_the_table_and_resumes(tmp_path, policy, 
     metrics = (run_dir_for(out, "grpo", 1) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics][:3] == [0, 1, 2]  # eval at 0, then every step
 
+    # Same starting policy, prompts and sampling seed for every objective of a seed: identical first rollouts.
+    def first_step(objective, seed):
+        rows = [json.loads(line) for line in (run_dir_for(out, objective, seed) / "metrics.jsonl").open()]
+        row = next(r for r in rows if r["step"] == 1)
+        return row["length/mean"], row["perf/gen_tokens"], row["reward/mean"]
+
+    for seed in (0, 1):
+        assert first_step("grpo", seed) == first_step("conspo:margin=none", seed)
+
     table = (out / "compare.md").read_text()
     assert "| `grpo` | 2 |" in table and "| `conspo:margin=none` | 2 |" in table
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"

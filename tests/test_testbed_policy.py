@@ -106,3 +106,11 @@ def test_default_policy_reloads_generates_and_lands_in_band(testbed_policy_dir):
     assert result["mixed_groups"] >= 0.4, result  # most groups hold both a right and a wrong answer
     for ex in result["examples"]:
         assert ex["prompt"].startswith("<s>") and "\\boxed{" in ex["completion"]
+
+
+def test_judge_uses_the_real_verifier_and_falls_back_to_integers(monkeypatch):
+    completions, answers = ["11,9 \\boxed{91}", "11,8 \\boxed{81}", "no answer"], ["91", "91", "91"]
+    correct, judge = warmstart_module._judge(completions, answers)
+    assert (correct, judge) == ([True, False, False], "conspo.rewards.MathVerifier")
+    monkeypatch.setitem(__import__("sys").modules, "conspo.rewards", None)  # import now raises ImportError
+    assert warmstart_module._judge(completions, answers) == ([True, False, False], "integer-fallback")

@@ -100,10 +100,8 @@ def _fallback_correct(completions: Sequence[str], answers: Sequence[str]) -> lis
     out = []
     for text, answer in zip(completions, answers):
         found = _BOXED_INT.findall(text)
-        out.append(
-            bool(found) and found[-1].lstrip("0") == answer.lstrip("0") or (found and found[-1] == answer)
-        )
-    return [bool(x) for x in out]
+        out.append(bool(found) and answer.lstrip("-").isdigit() and int(found[-1]) == int(answer))
+    return out
 
 
 def _judge(completions: Sequence[str], answers: Sequence[str]) -> tuple[list[bool], str]:
