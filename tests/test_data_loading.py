@@ -243,3 +243,39 @@ def test_overlap_on_shared_data_finds_the_three_aime_problems(shared_data_dir):
             load_problems("math500", data_dir=shared_data_dir),
         )
     assert sorted(o.train_id for o in found) == ["2010-AIME-I-6", "2015-AIME-II-6", "2017-AIME-II-7"]
+
+
+def test_hub_path_maps_columns_and_converts_answers(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+    tables = {
+        ("openai/gsm8k", "main", "test"): [
+            {"question": "How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 1,007"}
+        ],
+        ("HuggingFaceH4/aime_2024", None, "train"): [{"id": 60, "problem": "AIME?", "answer": 204}],
+        ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"): [
+            {"id": 1, "question": "Find all.", "final_answer": ["$1, 2$"]}
+        ],
+        ("someone/set", None, "train"): [{"question": "Q", "answer": 5.0}],
+    }
+
+    def fake_load_dataset(hub_id, config=None, split=None):
+        calls.append((hub_id, config, split))
+        return datasets.Dataset.from_list(tables[(hub_id, config, split)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.delenv("CONSPO_DATA_DIR", raising=False)
+    (gsm,) = load_problems("gsm8k")
+    assert (gsm.problem, gsm.answer, gsm.source) == ("How many?", "1007", "gsm8k")
+    (aime,) = load_problems("aime24")
+    assert (aime.id, aime.answer) == ("60", "204")
+    (oly,) = load_problems("olympiadbench")
+    assert oly.answer == "1, 2"
+    # a raw hub id gets no conversion: a numeric answer is a validation error naming the hub row
+    with pytest.raises(DataValidationError, match=r"someone/set\[train\] row 1: answer .* is a float"):
+        load_problems("someone/set")
+    assert calls[:3] == [
+        ("openai/gsm8k", "main", "test"),
+        ("HuggingFaceH4/aime_2024", None, "train"),
+        ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
+    ]
