@@ -129,8 +129,10 @@ def measure_accuracy(
 ) -> dict[str, Any]:
     """Mean accuracy of ``samples`` sampled completions per problem (HF ``generate``, full-vocabulary sampling).
 
-    Returns ``{"accuracy", "pass_at_k", "mixed_groups", "n", "verifier"}``; ``mixed_groups`` is the share of
-    problems whose samples hold both right and wrong answers (the groups RL learns from).
+    Returns ``{"accuracy", "pass_at_k", "mixed_groups", "n", "samples", "verifier", "examples"}``:
+    ``pass_at_k`` is the share of problems with at least one right sample, ``mixed_groups`` the share whose
+    samples hold both right and wrong answers (the groups RL learns from), ``examples`` three prompt /
+    completion pairs. Sampling is seeded (``seed``) without disturbing the global torch RNG.
     """
     model.eval()
     prompts = [render_prompt(p.problem, tokenizer, template) for p in problems for _ in range(samples)]
