@@ -77,3 +77,38 @@ def test_train_command_writes_a_complete_run_folder(tmp_path, monkeypatch, capsy
     from conspo.trainer.config import TrainConfig
 
     assert load_config(TrainConfig, run_dir / "config.yaml").steps == 3
+
+
+@pytest.mark.slow
+def test_train_command_resume_continues_a_stopped_run(tmp_path, monkeypatch):
+    import conspo.rewards
+    from conspo.cli import main
+    from conspo.testbed import build_char_tokenizer, build_tiny_model
+
+    monkeypatch.setattr(conspo.rewards, "MathVerifier", _ParityVerifier)
+    tokenizer = build_char_tokenizer()
+    build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    args = [
+        "train",
+        "steps=3",
+        "batch.prompts_per_step=4",
+        "batch.group_size=4",
+        "rollout.max_new_tokens=12",
+        "eval.max_problems=2",
+        "eval.samples=1",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        f"model.name_or_path={tmp_path / 'policy'}",
+        f"output_dir={tmp_path / 'runs'}",
+        "num_threads=1",
+    ]
+    assert main([*args, "stop_after=2"]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "checkpoint-000002").is_dir() and not (run_dir / "final").exists()
+    assert main([*args, "--resume"]) == 0  # the newest *-conspo run under output_dir
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    card = json.loads((run_dir / "run_card.json").read_text())
+    assert card["summary"]["steps"] == 3
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]

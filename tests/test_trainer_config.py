@@ -150,6 +150,7 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert lr_at(OptimConfig(), 7, 20) == 1.0  # constant
 
 
+@pytest.mark.slow
 def test_cli_dry_run_prints_plan_without_loading_weights(capsys):
     from conspo.cli import main
 

@@ -73,7 +73,6 @@ def _cfg(tmp_path, name: str, *extra: str) -> TrainConfig:
     return load_config(TrainConfig, None, [*overrides, *extra])
 
 
-@pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, policy):
     straight = Trainer(_cfg(tmp_path, "straight"))
     initial = [p.detach().clone() for p in straight.model.parameters()]

@@ -87,7 +87,6 @@ def _step_gradients(trainer: Trainer, verifier) -> tuple[list[torch.Tensor], dic
     return grads, metrics
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["conspo", "grpo"])
 def test_decomposed_update_equals_coupled_update(tmp_path, random_policy, verifier, objective):
     common = [f"objective.name={objective}", "optim.max_grad_norm=null", "seed=3"]
@@ -109,7 +108,6 @@ def test_decomposed_update_equals_coupled_update(tmp_path, random_policy, verifi
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.slow
 def test_micro_batch_size_does_not_change_the_update(tmp_path, random_policy, verifier):
     common = ["optim.max_grad_norm=null", "seed=3", "batch.mini_batches=2"]
     whole, _ = _step_gradients(make_trainer(tmp_path / "a", random_policy, *common), verifier)
@@ -192,7 +190,6 @@ class _FirstRoundAllCorrect(_ParityVerifier):
         return super().verify_batch(completions, answers)
 
 
-@pytest.mark.slow
 def test_dynamic_sampling_samples_again_until_the_batch_has_valid_groups(tmp_path, random_policy):
     trainer = make_trainer(
         tmp_path, random_policy, "batch.dynamic_sampling=true", "batch.max_sampling_tries=4", "seed=3"
