@@ -110,7 +110,8 @@ class DataConfig:
         ),
     )
     max_train_problems: int | None = field(
-        default=None, metadata=_help("Use at most this many training problems (after shuffling); None = all.")
+        default=None,
+        metadata=_help("Use only the first N training problems (before the per-epoch shuffle); None = all."),
     )
     shuffle: bool = field(default=True, metadata=_help("Shuffle training problems each epoch (seeded)."))
     data_dir: str | None = field(

@@ -25,10 +25,7 @@ Progress lambda = step / steps drives the margin schedule.
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import logging
-import math
 import random
 import time
 from collections import defaultdict
@@ -45,6 +42,13 @@ from conspo.objectives import RolloutBatch
 from conspo.trainer.config import TESTBED, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
 from conspo.trainer.rows import Rows, sequence_forward
+from conspo.trainer.setup import (
+    load_policy,
+    load_reference,
+    load_run_problems,
+    prompt_template,
+    resolve_run_dir,
+)
 
 __all__ = ["Trainer", "TrainResult", "train"]
 
@@ -108,15 +112,19 @@ class Trainer:
         _seed_everything(cfg.seed)
         self.device = self.dist.device
         self.objective = cfg.build_objective()
-        self.run_dir = self._resolve_run_dir(resume)
-        self.model, self.tokenizer, self.model_path = self._load_model()
+        self.run_dir = resolve_run_dir(cfg, self.dist, resume)
+        self.model, self.tokenizer, self.model_path = load_policy(cfg, self.dist)
         self.pad_id = int(
             self.tokenizer.pad_token_id
             if self.tokenizer.pad_token_id is not None
             else self.tokenizer.eos_token_id
         )
-        self.train_problems, self.eval_problems = self._load_problems()
-        self.ref_model = self._load_ref_model() if getattr(self.objective, "needs_ref_logps", False) else None
+        self.train_problems, self.eval_problems = load_run_problems(cfg)
+        self.ref_model = (
+            load_reference(cfg, self.model, self.device)
+            if getattr(self.objective, "needs_ref_logps", False)
+            else None
+        )
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             if p.requires_grad:
@@ -134,6 +142,7 @@ class Trainer:
         self.autocast = torch.bfloat16 if (o.bf16 and self.device.type == "cuda") else None
         self.step_index = 0  # RL steps done
         self.cursor = 0  # prompts consumed from the (epoch-shuffled) training order
+        self.template = prompt_template(cfg)
         self.eval_history: list[dict[str, float]] = []
         self.best_eval: float | None = None
         self.best_step: int | None = None
@@ -146,107 +155,6 @@ class Trainer:
             self._resume()
         else:
             self.dist.broadcast_parameters(self.model)
-
-    # -- setup ----------------------------------------------------------------------------------------
-    def _resolve_run_dir(self, resume: bool | str | Path) -> Path:
-        cfg = self.cfg
-        if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
-            return Path(resume)
-        root = Path(cfg.output_dir)
-        if cfg.run_name:
-            return root / cfg.run_name
-        if resume:
-            runs = sorted(
-                (p for p in root.glob(f"*-{cfg.objective.name}") if p.is_dir()), key=lambda p: p.name
-            )
-            if not runs:
-                raise FileNotFoundError(f"--resume: no run folder *-{cfg.objective.name} under {root}")
-            return runs[-1]
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        if self.dist.enabled:  # every process must agree on the folder: use rank 0's time
-            t = torch.tensor([int(time.time())], dtype=torch.long)
-            t = self.dist.all_reduce_sum(t * (1 if self.dist.is_main else 0))
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(int(t.item())))
-        return root / f"{stamp}-{cfg.objective.name}"
-
-    def _load_model(self) -> tuple[Any, Any, str]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        cfg = self.cfg
-        path = cfg.model.name_or_path
-        if path == TESTBED:
-            from conspo.testbed import ensure_testbed_policy
-
-            kwargs: dict[str, Any] = {"task": cfg.data.testbed_task}
-            if cfg.data.testbed_difficulty is not None:
-                kwargs["difficulty"] = cfg.data.testbed_difficulty
-            if self.dist.is_main:  # build (once) before the other processes read it
-                path = str(ensure_testbed_policy(**kwargs))
-            self.dist.barrier()
-            if not self.dist.is_main:
-                path = str(ensure_testbed_policy(**kwargs))
-        dtype = {
-            "auto": None,
-            "float32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "float16": torch.float16,
-        }[cfg.model.dtype]
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, trust_remote_code=cfg.model.trust_remote_code
-        ).to(self.device)
-        tokenizer = AutoTokenizer.from_pretrained(
-            cfg.model.tokenizer or path, trust_remote_code=cfg.model.trust_remote_code
-        )
-        if cfg.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.config.use_cache = False
-        model.train()
-        return model, tokenizer, str(path)
-
-    def _load_ref_model(self) -> Any:
-        if self.cfg.model.ref_model is None:
-            ref = copy.deepcopy(self.model)
-        else:
-            from transformers import AutoModelForCausalLM
-
-            ref = AutoModelForCausalLM.from_pretrained(self.cfg.model.ref_model).to(self.device)
-        ref.eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
-
-    @property
-    def template(self) -> str:
-        if self.cfg.data.template is not None:
-            return self.cfg.data.template
-        return "testbed" if self.cfg.data.train == TESTBED else "default"
-
-    def _load_problems(self) -> tuple[list[Any], list[Any]]:
-        cfg = self.cfg
-        d = cfg.data
-        eval_n = cfg.eval.max_problems
-        if d.train == TESTBED:
-            from conspo.testbed import make_task
-
-            task = make_task(d.testbed_task, seed=cfg.seed, difficulty=d.testbed_difficulty)
-            train = task.train_problems(d.max_train_problems or 2000)
-            evals = task.eval_problems(eval_n or 64) if d.eval in (None, TESTBED) else []
-        else:
-            from conspo.data import load_problems
-
-            train = load_problems(d.train, split=d.split, data_dir=d.data_dir)
-            if d.max_train_problems is not None:
-                train = train[: d.max_train_problems]
-            evals = []
-        if d.eval not in (None, TESTBED):
-            from conspo.data import load_problems
-
-            evals = load_problems(d.eval, split=d.eval_split, data_dir=d.data_dir)
-        if eval_n is not None:
-            evals = evals[:eval_n]
-        if not train:
-            raise ValueError(f"data.train: {d.train!r} holds no problems")
-        return train, evals
 
     # -- data order -----------------------------------------------------------------------------------
     def _prompt_ids(self, start: int, count: int) -> list[int]:
@@ -764,60 +672,22 @@ class Trainer:
             logger.warning("could not plot training curves: %s", e)
 
     def _write_run_card(self, result: TrainResult) -> None:
-        cfg = self.cfg
-        last = result.history[-1] if result.history else {}
+        from conspo.trainer.run_card import write_run_card
+
+        history = result.history
         summary = {
-            "objective": cfg.objective.name,
+            "objective": self.cfg.objective.name,
             "model": self.model_path,
             "steps": self.step_index,
             "eval_before": self.eval_before,
             "eval_after": result.eval_after,
             "best_eval": self.best_eval,
             "best_step": self.best_step,
-            "final_reward_accuracy": last.get("reward/accuracy"),
-            "seconds_per_step": float(np.mean([m["time/step"] for m in result.history]))
-            if result.history
-            else None,
+            "final_reward_accuracy": history[-1].get("reward/accuracy") if history else None,
+            "seconds_per_step": float(np.mean([m["time/step"] for m in history])) if history else None,
             "num_processes": self.dist.world_size,
         }
-        card = {"summary": summary, "config": config_to_dict(cfg), "eval_history": self.eval_history}
-        (self.run_dir / "run_card.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
-        lines = [
-            f"# conspo run: {self.run_dir.name}",
-            "",
-            f"Trained `{self.model_path}` with `{cfg.objective.name}` for {self.step_index} steps "
-            f"({cfg.batch.prompts_per_step} prompts x G={cfg.batch.group_size} per step).",
-            "",
-            "| metric | value |",
-            "|---|---|",
-            *(f"| {k} | {_fmt(v)} |" for k, v in summary.items()),
-            "",
-            "Files: `final/` (save_pretrained, safetensors + tokenizer), `best/` (best held-out accuracy), "
-            "`metrics.jsonl`, `curves.png`, `config.yaml` (resolved config; rerun with "
-            "`conspo train --config config.yaml`).",
-            "",
-            "## Resolved config",
-            "",
-            "```yaml",
-            dump_yaml(cfg).rstrip(),
-            "```",
-            "",
-        ]
-        (self.run_dir / "README.md").write_text("\n".join(lines))
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
-    return "-" if v is None else str(v)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, tuple):
-        return list(v)
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+        write_run_card(self.run_dir, self.cfg, summary, self.eval_history)
 
 
 def train(cfg: TrainConfig, *, resume: bool | str | Path = False) -> TrainResult:
