@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", default="3", help="a count (5 = seeds 0-4), a list (0,3,7) or a range (2-4)"
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="RL steps per run (default: the config's, 30)"
+        "--steps", type=int, default=None, help="RL steps per run (default: the config's steps)"
     )
     parser.add_argument(
         "--task", default=None, help="testbed task: add, mul or chain (default: the config's)"
