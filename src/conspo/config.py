@@ -292,7 +292,7 @@ def load_config(
 
 def dump_yaml(obj: Any) -> str:
     """The config as YAML, fields in declaration order."""
-    return yaml.safe_dump(config_to_dict(obj), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(config_to_dict(obj), sort_keys=False, default_flow_style=False)
 
 
 def _default_repr(default: Any) -> str:
