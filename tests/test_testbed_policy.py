@@ -22,6 +22,7 @@ from conspo.testbed import (
     read_testbed_info,
 )
 from conspo.testbed import warmstart as warmstart_module
+from conspo.testbed.config import DEFAULT_STEPS
 
 # A warm start small enough to run twice in a test (seconds): checks plumbing, not accuracy.
 TINY = dict(
@@ -82,6 +83,9 @@ def test_config_validation():
     with pytest.raises(ValueError, match="steps must be >= 1"):
         WarmStartConfig(steps=0)
     assert WarmStartConfig(model={"hidden_size": 64}).model == TinyModelConfig(hidden_size=64)
+    # steps default per task, resolved at creation so the cache key holds the number used
+    assert WarmStartConfig(task="mul").steps == DEFAULT_STEPS["mul"]
+    assert WarmStartConfig(task="add", steps=None) == WarmStartConfig(task="add", steps=DEFAULT_STEPS["add"])
     with pytest.raises(ValueError, match="not a testbed policy"):
         read_testbed_info("/nonexistent")
 

@@ -29,7 +29,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--difficulty", type=int, default=None, help="task difficulty (default: the task's own)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="seed (default: %(default)s)")
-    g.add_argument("--steps", type=int, default=defaults.steps, help="SFT steps (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=None, help="SFT steps (default: the task's own, 300 for add)")
     g.add_argument(
         "--slip-rate",
         type=float,
