@@ -103,3 +103,61 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, pol
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, policy):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Trainer(_cfg(tmp_path, "nothing"), resume=True)
+
+
+KILLED_RUN = """
+import sys
+import conspo.rewards
+from conspo.config import load_config
+from conspo.rewards import Verdict
+from conspo.trainer.config import TrainConfig
+from conspo.trainer.loop import train
+
+class ParityVerifier:
+    def __init__(self, *args, **kwargs): pass
+    def __enter__(self): return self
+    def __exit__(self, *exc): return None
+    def verify_batch(self, completions, answers):
+        return [Verdict(float(len(c) % 2 == 0), len(c) % 2 == 0, None, "exact") for c in completions]
+
+conspo.rewards.MathVerifier = ParityVerifier
+train(load_config(TrainConfig, None, sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, policy):
+    """A real kill: the training process gets SIGKILL once a checkpoint exists; --resume finishes the run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = [*RUN, "steps=6", f"output_dir={tmp_path}", f"model.name_or_path={tmp_path / 'policy'}"]
+    straight = Trainer(load_config(TrainConfig, None, [*overrides, "run_name=straight"]))
+    straight.run()
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUN)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *overrides, "run_name=killed", "checkpoint.every=1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "killed"
+    deadline = time.monotonic() + 240
+    try:
+        while latest_checkpoint(run_dir) is None or latest_checkpoint(run_dir).name < "checkpoint-000002":
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared in time"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+
+    resumed = Trainer(load_config(TrainConfig, None, [*overrides, "run_name=killed"]), resume=True)
+    assert 2 <= resumed.step_index < 6
+    resumed.run()
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
