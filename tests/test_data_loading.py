@@ -211,6 +211,7 @@ def test_offline_hub_gives_clear_message(monkeypatch):
         message = str(info.value)
         assert "offline" in message and "local path" in message and "--data-dir" in message
         assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained stack trace
+        assert ("aime24.jsonl" in message) == (name == "aime24")  # a registry name also names its local file
 
 
 def test_testbed_sets():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conspo.cli import main
 
 
@@ -13,6 +15,7 @@ def test_tasks_lists_every_task_with_an_example(capsys):
     assert out.count("\\boxed{") == 3
 
 
+@pytest.mark.slow
 def test_warmup_out_and_info(tmp_path, capsys):
     cache, out_dir = tmp_path / "cache", tmp_path / "policy"
     args = [

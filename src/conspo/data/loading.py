@@ -267,7 +267,7 @@ def _data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _hub_rows(hub_id: str, *, config: str | None, split: str) -> Iterator[Row]:
+def _hub_rows(hub_id: str, *, config: str | None, split: str, local_file: str | None = None) -> Iterator[Row]:
     try:
         import datasets
     except ImportError:
@@ -280,8 +280,10 @@ def _hub_rows(hub_id: str, *, config: str | None, split: str) -> Iterator[Row]:
     )
     how = (
         f"download it where the hub is reachable (datasets.load_dataset({hub_id!r}).to_json('file.jsonl')) and "
-        f"pass the local path instead, e.g. load_problems('file.jsonl') or `--data path/to/file.jsonl`; registry "
-        f"names read <data_dir>/<file> with --data-dir DIR or {DATA_DIR_ENV}=DIR"
+        "pass the local path where the dataset name goes (load_problems('file.jsonl'), `conspo eval --benchmarks "
+        "file.jsonl`, `conspo train data.train=file.jsonl`); registry names read <data_dir>/<file> with "
+        f"--data-dir DIR (data.data_dir=DIR in a training config) or {DATA_DIR_ENV}=DIR"
+        + (f", where this set's file is {local_file}" if local_file else "")
     )
     try:
         ds = datasets.load_dataset(hub_id, config, split=split)
@@ -353,7 +355,12 @@ def _registry_problems(
             f"{spec.name} is available only as a local file ({', '.join(spec.local_files.values())}); "
             f"pass data_dir= / --data-dir DIR or set {DATA_DIR_ENV}=DIR to the folder holding it"
         )
-    rows = _hub_rows(spec.hub_id, config=spec.hub_config, split=spec.hub_split(split))
+    rows = _hub_rows(
+        spec.hub_id,
+        config=spec.hub_config,
+        split=spec.hub_split(split),
+        local_file=spec.local_files.get(split),
+    )
     mapping = {**spec.columns, **(columns or {})}
     return _validate(rows, source=spec.name, columns=mapping, answer_transform=spec.answer_transform)
 
