@@ -54,6 +54,10 @@ def test_json_list_and_split_object(tmp_path):
     (tmp_path / "splits.json").write_text(json.dumps({"train": ROWS[:1], "test": ROWS}))
     assert_rows(load_problems(tmp_path / "splits.json", split="test"))
     assert [p.id for p in load_problems(tmp_path / "splits.json", split="train")] == ["a"]
+    with pytest.raises(DataError, match="several lists.*split="):
+        load_problems(tmp_path / "splits.json")
+    (tmp_path / "wrapped.json").write_text(json.dumps({"data": ROWS, "version": 1}))
+    assert_rows(load_problems(tmp_path / "wrapped.json"))
 
 
 def test_csv(tmp_path):

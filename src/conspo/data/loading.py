@@ -117,9 +117,15 @@ def _rows_json(path: Path, split: str | None) -> Iterator[Row]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if isinstance(top, dict):
-        key = split if split in top else next((k for k, v in top.items() if isinstance(v, list)), None)
-        if key is None or not isinstance(top.get(key), list):
+        lists = [k for k, v in top.items() if isinstance(v, list)]
+        if split in lists:
+            key = split
+        elif len(lists) == 1:
+            key = lists[0]
+        elif not lists:
             raise DataError(f"{path}: expected a list of rows or an object holding one (e.g. by split name)")
+        else:
+            raise DataError(f"{path}: holds several lists ({', '.join(lists)}); choose one with split=")
         for index, row in enumerate(top[key]):
             yield f"{path} [{key}][{index}]", row
         return
