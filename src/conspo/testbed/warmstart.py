@@ -126,19 +126,22 @@ def measure_accuracy(
     template: str = "testbed",
     seed: int = 0,
     batch_size: int = 256,
+    num_threads: int | None = 1,
 ) -> dict[str, Any]:
     """Mean accuracy of ``samples`` sampled completions per problem (HF ``generate``, full-vocabulary sampling).
 
     Returns ``{"accuracy", "pass_at_k", "mixed_groups", "n", "samples", "verifier", "examples"}``:
     ``pass_at_k`` is the share of problems with at least one right sample, ``mixed_groups`` the share whose
     samples hold both right and wrong answers (the groups RL learns from), ``examples`` three prompt /
-    completion pairs. Sampling is seeded (``seed``) without disturbing the global torch RNG.
+    completion pairs. Sampling is seeded (``seed``) without disturbing the global torch RNG; it runs with
+    ``num_threads`` torch threads (None: leave the setting alone).
     """
     model.eval()
     prompts = [render_prompt(p.problem, tokenizer, template) for p in problems for _ in range(samples)]
     answers = [p.answer for p in problems for _ in range(samples)]
     texts: list[str] = []
-    with torch.random.fork_rng(devices=[]):
+    threads = _torch_threads(num_threads) if num_threads else contextlib.nullcontext()
+    with threads, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(
