@@ -175,3 +175,23 @@ def test_run_directory_expands_to_checkpoints_in_step_order(tmp_path):
     assert all(s.tokenizer == str(run) for s in specs)
     with pytest.raises(ValueError, match="twice"):
         expand_models([str(run / "final"), str(run / "final")])
+
+
+def test_default_template_follows_what_the_model_was_trained_with(tmp_path):
+    from conspo.eval.models import default_template
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    assert default_template(str(policy)) == "default"
+    (policy / "testbed.json").write_text("{}")
+    assert default_template(str(policy)) == "testbed"
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  train: testbed\n  template: null\n")
+    assert default_template(str(run / "final")) == "testbed"
+    (run / "config.yaml").write_text("data:\n  train: math500\n  template: think\n")
+    assert default_template(str(run / "final")) == "think"
+    (run / "config.yaml").write_text("data:\n  train: math500\n")
+    assert default_template(str(run / "final")) == "default"
+    assert default_template("some-org/some-hub-model") == "default"

@@ -68,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--limit", type=int, default=None, help="evaluate only the first N problems of each benchmark"
     )
-    g.add_argument("--template", default="default", help="prompt template name or file (default: default)")
+    g.add_argument(
+        "--template",
+        default=None,
+        help="prompt template name or file (default: the template the model was trained with when its folder "
+        "says so - 'testbed' for the testbed policy and runs trained on it - else 'default')",
+    )
     m = parser.add_argument_group("sampling and metrics")
     m.add_argument(
         "--n", type=int, default=None, help="samples per problem (default: the preset's per benchmark)"
@@ -110,7 +115,7 @@ class EvalPlan:
     ks: list[int]
     maj_ks: list[int]
     greedy: bool
-    template: str
+    template: str | None  # None: per model, the template its folder names (default_template)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -120,7 +125,7 @@ class EvalPlan:
             "pass_k": self.ks,
             "maj_k": self.maj_ks,
             "greedy": self.greedy,
-            "template": self.template,
+            "template": self.template or "auto (per model)",
         }
 
 
@@ -234,7 +239,7 @@ def _progress_callback(progress: Any, description: str) -> Callable[[int, int], 
 def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callable[[str], None]) -> list[Any]:
     """Evaluate every model on every benchmark; returns :class:`~conspo.eval.report.ModelReport` s."""
     from conspo.eval.cache import SampleCache, model_fingerprint
-    from conspo.eval.models import load_model
+    from conspo.eval.models import default_template, load_model
     from conspo.eval.report import ModelReport
     from conspo.eval.runner import evaluate_problems
     from conspo.rollout import HFGenerator
@@ -247,6 +252,7 @@ def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callab
         model, tokenizer = load_model(spec, args.device, args.dtype, args.trust_remote_code)
         log(f"[eval] {spec.label}: loaded {spec.path} in {time.perf_counter() - started:.1f}s")
         generator = HFGenerator(model, tokenizer, batch_size=args.batch_size)
+        template = plan.template or default_template(spec.path)
         cache = None if args.no_cache else SampleCache(cache_dir / f"{fingerprint}.jsonl", fingerprint)
         report = ModelReport(spec.label, spec.path, fingerprint)
         progress = _progress_bar(args.quiet)
@@ -262,7 +268,7 @@ def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callab
                     ks=plan.ks,
                     maj_ks=plan.maj_ks,
                     greedy=plan.greedy,
-                    template=plan.template,
+                    template=template,
                     tokenizer=tokenizer,
                     cache=cache,
                     benchmark=name,

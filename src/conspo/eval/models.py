@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelSpec", "expand_models", "load_model", "check_model_loads"]
+__all__ = ["ModelSpec", "check_model_loads", "default_template", "expand_models", "load_model"]
 
 _STEP_RE = re.compile(r"^checkpoint-(\d+)$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -36,6 +36,33 @@ def _find_tokenizer(model_dir: Path) -> str:
         if candidate.is_dir() and _has_tokenizer(candidate):
             return str(candidate)
     return str(model_dir)
+
+
+def default_template(model_path: str) -> str:
+    """The prompt template a model was trained with, when its folder says so; else ``"default"``.
+
+    A testbed policy (``testbed.json`` beside the weights) answers bare problems, and so does a model trained
+    by ``conspo train`` on the testbed: its run folder's ``config.yaml`` names the template or the data.
+    """
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        return "default"
+    if (path / "testbed.json").is_file():
+        return "testbed"
+    for folder in (path, path.parent):
+        config = folder / "config.yaml"
+        if not config.is_file():
+            continue
+        import yaml
+
+        try:
+            data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            return "default"
+        if data.get("template"):
+            return str(data["template"])
+        return "testbed" if data.get("train") == "testbed" else "default"
+    return "default"
 
 
 def expand_models(models: list[str], tokenizer: str | None = None) -> list[ModelSpec]:
