@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench test-verl clean
+.PHONY: install demo test test-fast lint format docs bench test-verl clean
 
 install: $(STAMP)
 
@@ -28,12 +28,17 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples
 
 format: install
-	$(VENV)/bin/ruff check --fix src tests benchmarks
-	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts examples
+	$(VENV)/bin/ruff format src tests benchmarks scripts examples
+
+# Generated files (tests fail when they are stale): the recipes and the configuration reference.
+docs: install
+	$(PY) scripts/gen_recipes.py
+	$(PY) scripts/gen_config_docs.py > docs/configuration.md
 
 # verl pins transformers < 5.11 and brings ray: its plugin is tested in a separate environment.
 test-verl:
