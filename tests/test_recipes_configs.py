@@ -48,6 +48,31 @@ def test_recipe_passes_dry_run(recipe, capsys, monkeypatch):
     cfg = yaml.safe_load(recipe.read_text())
     assert f"RL steps             {cfg['steps']}" in out
     assert f"objective            {cfg['objective']['name']}" in out
+    # offline (tests never reach the hub): the shape comes from the built-in table of published shapes
+    assert "memory per process" in out and "built-in table of published shapes" in out, out
+
+
+def test_published_shapes_give_the_published_parameter_counts():
+    from conspo.trainer.config import TrainConfig
+    from conspo.trainer.plan import PUBLISHED_SHAPES, build_plan
+
+    published = {  # billions, from the model cards
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": 1.78,
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": 7.62,
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": 32.8,
+        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": 8.03,
+        "Qwen/Qwen3-4B-Base": 4.02,
+        "meta-llama/Llama-3.2-3B-Instruct": 3.21,
+    }
+    recipe_models = {yaml.safe_load(p.read_text())["model"]["name_or_path"] for p in TRAIN_RECIPES}
+    assert recipe_models <= set(PUBLISHED_SHAPES) == set(published)
+    for name, billions in published.items():
+        cfg = TrainConfig()
+        cfg.model.name_or_path = name
+        cfg.data.eval = None
+        plan = build_plan(cfg)
+        assert plan.num_parameters == pytest.approx(billions * 1e9, rel=0.01), name
+        assert plan.memory_gib is not None and "built-in table" in plan.note
 
 
 def test_recipes_match_their_generator():

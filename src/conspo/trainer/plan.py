@@ -4,6 +4,11 @@ Counts parameters on the ``meta`` device from the model's config (no weight down
 rough memory estimate: fp32 master weights + gradients + AdamW moments (16 bytes/param), a frozen
 reference copy when the objective needs one, the logits of one micro-batch in fp32, and activations
 (~ 34 bytes x hidden x layers per token without gradient checkpointing, ~ 2 x hidden x layers with it).
+
+The model's config is read from a local folder or the Hugging Face cache first. When that fails and the
+model is one the paper's recipes use, the config is built from :data:`PUBLISHED_SHAPES` (the published
+architecture shapes, so ``--dry-run`` gives a memory estimate offline and without a network round trip);
+any other hub id is then fetched from the hub.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from conspo.trainer.config import TESTBED, TrainConfig
 
-__all__ = ["RunPlan", "build_plan", "format_plan"]
+__all__ = ["PUBLISHED_SHAPES", "RunPlan", "build_plan", "format_plan", "published_config"]
 
 GiB = 1024**3
 
@@ -39,10 +44,94 @@ class RunPlan:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class PublishedShape:
+    """The fields of a model's ``config.json`` that decide its parameter count (transformers' names)."""
+
+    model_type: str  # "qwen2" | "qwen3" | "llama"
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    head_dim: int | None = None  # None = hidden_size / num_attention_heads
+
+
+# The published config.json shapes of the models the paper's recipes train (scripts/gen_recipes.py). Values
+# read from public copies of each model's config.json on huggingface.co (quantized / fine-tuned derivatives
+# whose "_name_or_path" or base_model names the original keep its architecture fields; two sources each).
+# "=" gives the meta-device parameter count of the built config, [] the model card's number.
+_Q2, _Q3, _LL = "qwen2", "qwen3", "llama"
+PUBLISHED_SHAPES: dict[str, PublishedShape] = {
+    # = 1.777B [1.78B]; Qwen2.5-Math-1.5B shape, untied embeddings. Sources: rohinm/model/blob/main/config.json,
+    # onnx-community/DeepSeek-R1-Distill-Qwen-1.5B-ONNX/blob/main/config.json
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": PublishedShape(_Q2, 1536, 28, 12, 2, 8960, 151936, False),
+    # = 7.616B [7.62B]; Qwen2.5-Math-7B shape. Sources: prithivMLmods/QwQ-R1-Distill-7B-CoT/blob/main/config.json,
+    # unsloth/DeepSeek-R1-Distill-Qwen-7B-bnb-4bit/blame/main/config.json
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": PublishedShape(_Q2, 3584, 28, 28, 4, 18944, 152064, False),
+    # = 32.76B [32.8B]; Qwen2.5-32B shape. Sources: AIFunOver/DeepSeek-R1-Distill-Qwen-32B-openvino-8bit/blob/main/
+    # config.json, tttx/model_3k_forcing_3ep_step1/blob/main/config.json
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": PublishedShape(_Q2, 5120, 64, 40, 8, 27648, 152064, False),
+    # = 8.030B [8.03B]; Llama-3.1-8B shape, head_dim 128. Sources: unsloth/DeepSeek-R1-Distill-Llama-8B-unsloth-
+    # bnb-4bit/blame/44fae25e/config.json, neuralmagic/DeepSeek-R1-Distill-Llama-8B-quantized.w8a8/blob/f8cfa562/
+    # config.json
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": PublishedShape(
+        _LL, 4096, 32, 32, 8, 14336, 128256, False, 128
+    ),
+    # = 4.022B [4.0B]; Qwen3, head_dim 128, tied embeddings. Sources: MegaScience/Qwen3-4B-MegaScience commit
+    # 91b3d0f8 config.json (base_model: Qwen/Qwen3-4B-Base), MultiRL/qwen3_4b_instruct_sft/blob/main/config.json
+    "Qwen/Qwen3-4B-Base": PublishedShape(_Q3, 2560, 36, 32, 8, 9728, 151936, True, 128),
+    # = 3.213B [3.21B]; Llama 3.2, head_dim 128, tied embeddings. Sources: mlx-community/Llama-3.2-3B-bf16/blob/
+    # refs%2Fpr%2F1/config.json, datasets/lhpku20010120/Llama-3.2-3B-Instruct/blob/main/config.json
+    "meta-llama/Llama-3.2-3B-Instruct": PublishedShape(_LL, 3072, 28, 24, 8, 8192, 128256, True, 128),
+}
+
+
+def published_config(name_or_path: str) -> Any | None:
+    """A transformers config built from :data:`PUBLISHED_SHAPES` for ``name_or_path``, or None if not listed."""
+    shape = PUBLISHED_SHAPES.get(name_or_path)
+    if shape is None:
+        return None
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "num_attention_heads": shape.num_attention_heads,
+        "num_key_value_heads": shape.num_key_value_heads,
+        "intermediate_size": shape.intermediate_size,
+        "vocab_size": shape.vocab_size,
+        "tie_word_embeddings": shape.tie_word_embeddings,
+    }
+    if shape.head_dim is not None:
+        kwargs["head_dim"] = shape.head_dim
+    return AutoConfig.for_model(shape.model_type, **kwargs)
+
+
+def _read_config(cfg: TrainConfig) -> tuple[Any, str]:
+    """The model's config and where it came from ("" = the model's own config.json)."""
+    from transformers import AutoConfig
+
+    name = cfg.model.name_or_path
+    remote = cfg.model.trust_remote_code
+    try:  # a local folder, or the hub cache: no network
+        return AutoConfig.from_pretrained(name, trust_remote_code=remote, local_files_only=True), ""
+    except Exception:
+        config = published_config(name)
+        if config is not None:
+            return (
+                config,
+                f"shape of {name} from conspo's built-in table of published shapes (config not read)",
+            )
+    return AutoConfig.from_pretrained(name, trust_remote_code=remote), ""
+
+
 def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, int | None, str]:
     """(parameters, vocab, hidden, layers, note) from the config alone."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     try:
         if cfg.model.name_or_path == TESTBED:
@@ -51,11 +140,9 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
 
             with torch.device("meta"):
                 model = build_tiny_model(build_char_tokenizer(), TinyModelConfig())
-            config = model.config
+            config, note = model.config, ""
         else:
-            config = AutoConfig.from_pretrained(
-                cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code
-            )
+            config, note = _read_config(cfg)
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(
                     config, trust_remote_code=cfg.model.trust_remote_code
@@ -67,7 +154,7 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
             getattr(text, "vocab_size", None),
             getattr(text, "hidden_size", None),
             getattr(text, "num_hidden_layers", None),
-            "",
+            note,
         )
     except Exception as e:  # offline, unknown architecture: the plan is still useful without memory
         return (
