@@ -24,6 +24,7 @@ DAPO17K_ROWS = (
     17_398  # open-r1's deduplicated English DAPO-Math-17k (the copy conspo.data names dapo_math_17k)
 )
 PROMPTS = 128
+DAPO_OVERLONG = False  # DAPO recipes carry DAPO's overlong reward shaping (reward.overlong_*)
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ ABLATIONS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _launch(setting: Setting, rel: str) -> list[str]:
+def _launch(setting: Setting, rel: str, objective: str) -> list[str]:
     check = f"# check:  conspo train --config {rel} --dry-run"
     if setting.launch == "ddp.yaml":
         return [
@@ -274,13 +275,20 @@ def _launch(setting: Setting, rel: str) -> list[str]:
             f"# run:    accelerate launch --config_file recipes/accelerate/ddp.yaml -m conspo.cli train --config {rel}",
             f"#         (one GPU: conspo train --config {rel}; see docs/guide.md, 'Distributed runs')",
         ]
-    return [
+    lines = [
         check,
-        "# run:    the conspo train loop replicates the model on every process (no FSDP/ZeRO sharding,",
-        "#         docs/trainer.md) and this model needs > 80 GB for fp32 weights + AdamW alone: train it",
-        f"#         with the TRL integration (ConSPOTrainer) under recipes/accelerate/{setting.launch}, or with",
-        "#         verl (docs/integrations.md), using the values below; see docs/guide.md, 'Distributed runs'.",
+        "# run:    conspo train replicates the model on every process (no FSDP/ZeRO sharding) and this model needs",
+        "#         > 80 GB for fp32 weights + AdamW alone: train this file through TRL (ConSPOTrainer), sharded:",
+        f"#         accelerate launch --config_file recipes/accelerate/{setting.launch} --num_processes N \\",
+        f"#             examples/train_trl.py --config {rel}",
     ]
+    if objective == "dapo":
+        lines.append(
+            "#         (TRL has no dynamic sampling or reward shaping: add batch.dynamic_sampling=false"
+            + (" reward.overlong_max_len=null)" if DAPO_OVERLONG else ")")
+        )
+    lines.append("#         see docs/guide.md, 'Distributed runs' (verl: docs/integrations.md).")
+    return lines
 
 
 def render(
@@ -298,7 +306,7 @@ def render(
         f"# {setting.title}: {about}.",
         "# Written by scripts/gen_recipes.py (edit the script, then run it; a test checks they agree).",
         "# Quoted values cite arXiv 2605.12969 v3; 'INFERRED:' marks values the paper does not state.",
-        *_launch(setting, rel),
+        *_launch(setting, rel, objective),
         "",
         f"steps: {steps}  # INFERRED from {setting.epochs_note}: {setting.epochs} x {setting.rows:,} problems / "
         f"{PROMPTS} prompts per step",
