@@ -1,9 +1,11 @@
-"""Rollout speed on CPU: HFGenerator rows/s by batch size, and completion_logprobs vs a naive log-softmax.
+"""Rollout speed on CPU: HFGenerator vs KVCacheGenerator tokens/s by batch size, and completion_logprobs.
 
-    python benchmarks/rollout.py [--rows 64] [--max-new-tokens 32] [--repeats 3]
+    python benchmarks/rollout.py [--rows 128] [--max-new-tokens 32] [--repeats 5] [--policy testbed|random]
 
-Everything runs side by side in one process on the testbed-shaped tiny Llama (random weights, char
-tokenizer), so the ratios are comparable even on a shared machine; absolute times are not.
+Both backends run side by side in one process (interleaved repeats, best of each) on the testbed's tiny
+Llama with its char tokenizer: the warm-started policy (``--policy testbed``, the default; its completions
+end with EOS after the answer, as in training) or a random-weight one. Ratios are comparable on a shared
+machine; absolute times are not. One torch thread and process CPU time by default.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import time
 
 import torch
 
-from conspo.rollout import HFGenerator, SamplingParams, build_completion_batch, completion_logprobs
+from conspo.rollout import (
+    HFGenerator,
+    KVCacheGenerator,
+    SamplingParams,
+    build_completion_batch,
+    completion_logprobs,
+)
 from conspo.testbed import TinyModelConfig, build_char_tokenizer, build_tiny_model, make_task
 
 
@@ -40,35 +48,74 @@ def naive_logprobs(model, rollouts, pad_token_id: int) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=32, help="completions per measurement (prompts x 8)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=128, help="completions per measurement (prompts x 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-sizes", default="1,8,32,128", help="comma-separated generator batch sizes")
+    parser.add_argument("--policy", choices=["testbed", "random"], default="testbed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--only", choices=["all", "generate", "logprobs"], default="all")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.only in ("all", "generate"):
         generate_section(args)
     if args.only in ("all", "logprobs"):
         logprob_section(args.repeats)
 
 
+def load_policy(kind: str):
+    if kind == "random":
+        tokenizer = build_char_tokenizer()
+        return build_tiny_model(tokenizer, TinyModelConfig(), seed=0).eval(), tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conspo.testbed import ensure_testbed_policy
+
+    path = ensure_testbed_policy()
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
 def generate_section(args: argparse.Namespace) -> None:
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, TinyModelConfig(), seed=0).eval()
-    prompts = [f"<s>{p.problem}\n" for p in make_task("add", seed=0).eval_problems(args.rows // 8)]
+    from conspo.data import render_prompt
+
+    model, tokenizer = load_policy(args.policy)
+    problems = make_task("add", seed=0).eval_problems(max(1, args.rows // 8))
+    prompts = [render_prompt(p.problem, tokenizer, "testbed") for p in problems]
     params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    greedy = SamplingParams(temperature=0, max_new_tokens=args.max_new_tokens)
+    backends = {"HFGenerator": HFGenerator, "KVCacheGenerator": KVCacheGenerator}
+    same = [
+        [r.completion_ids for r in cls(model, tokenizer, batch_size=32).generate(prompts, n=1, params=greedy)]
+        for cls in backends.values()
+    ]
+    assert same[0] == same[1], "greedy outputs of the two backends differ"
     print(
-        f"tiny Llama ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), {len(prompts)} prompts x 8"
+        f"{args.policy} tiny Llama ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), "
+        f"{len(prompts)} prompts x 8, up to {args.max_new_tokens} new tokens, temperature 1, "
+        f"{torch.get_num_threads()} torch thread(s), best of {args.repeats} interleaved; greedy outputs identical"
     )
-    HFGenerator(model, tokenizer, batch_size=8).generate(prompts[:1], n=8, params=params)  # warm-up
-    print("\n| HFGenerator batch_size | wall s | CPU s | rows per CPU s | speed-up vs 1 (CPU) |")
-    print("|---:|---:|---:|---:|---:|")
-    base = None
-    for batch_size in (1, 8, 32):
-        generator = HFGenerator(model, tokenizer, batch_size=batch_size)
-        wall, cpu = best_of(args.repeats, lambda g=generator: g.generate(prompts, n=8, params=params))
-        base = base or cpu
-        print(f"| {batch_size} | {wall:.2f} | {cpu:.2f} | {len(prompts) * 8 / cpu:.1f} | {base / cpu:.2f}x |")
+    print(
+        "\n| batch_size | HF CPU s | HF tokens | HF tokens/CPU s | KV CPU s | KV tokens | KV tokens/CPU s "
+        "| KV / HF tokens/s |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        generators = {name: cls(model, tokenizer, batch_size=batch_size) for name, cls in backends.items()}
+        for g in generators.values():  # warm-up
+            g.generate(prompts[:1], n=8, params=params)
+        best: dict[str, tuple[float, int]] = {}
+        for _ in range(args.repeats):
+            for name, g in generators.items():
+                cpu = time.process_time()
+                out = g.generate(prompts, n=8, params=params)
+                cpu = time.process_time() - cpu
+                if name not in best or cpu < best[name][0]:
+                    best[name] = (cpu, sum(r.num_completion_tokens for r in out))
+        (hf_s, hf_tok), (kv_s, kv_tok) = best["HFGenerator"], best["KVCacheGenerator"]
+        print(
+            f"| {batch_size} | {hf_s:.3f} | {hf_tok} | {hf_tok / hf_s:.0f} | {kv_s:.3f} | {kv_tok} "
+            f"| {kv_tok / kv_s:.0f} | {(kv_tok / kv_s) / (hf_tok / hf_s):.2f}x |"
+        )
 
 
 def logprob_section(repeats: int, batch: int = 8, prompt_len: int = 96, completion_len: int = 160) -> None:

@@ -1,7 +1,8 @@
 """Generation backends behind one small interface.
 
 ```python
-generator = HFGenerator(model, tokenizer, batch_size=32)
+generator = HFGenerator(model, tokenizer, batch_size=32)  # or KVCacheGenerator(...), same contract
+generator = make_generator(model, tokenizer, backend="kv_cache", batch_size=32)  # by name: "hf" | "kv_cache"
 rollouts = generator.generate(prompts, n=8, params=SamplingParams(temperature=1.0, max_new_tokens=512))
 # len(rollouts) == len(prompts) * 8; prompt i's samples are rollouts[i*8:(i+1)*8]
 token_logps, mask = completion_logprobs(model, rollouts, pad_token_id=tokenizer.pad_token_id)
@@ -13,7 +14,9 @@ A faster engine only has to implement :class:`GenerationBackend` (one ``generate
 from __future__ import annotations
 
 from conspo.rollout.backend import GenerationBackend, Rollout, SamplingParams
-from conspo.rollout.hf import HFGenerator, stop_token_ids
+from conspo.rollout.factory import GENERATION_BACKENDS, make_generator
+from conspo.rollout.hf import ChunkedGenerator, HFGenerator, stop_token_ids
+from conspo.rollout.kv_cache import KVCacheGenerator, sample_next_tokens
 from conspo.rollout.logprobs import (
     CompletionBatch,
     build_completion_batch,
@@ -22,13 +25,18 @@ from conspo.rollout.logprobs import (
 )
 
 __all__ = [
+    "GENERATION_BACKENDS",
+    "ChunkedGenerator",
     "CompletionBatch",
     "GenerationBackend",
     "HFGenerator",
+    "KVCacheGenerator",
     "Rollout",
     "SamplingParams",
     "build_completion_batch",
     "completion_logprobs",
+    "make_generator",
+    "sample_next_tokens",
     "selected_token_logprobs",
     "stop_token_ids",
 ]

@@ -10,7 +10,7 @@ import torch
 
 from conspo.rollout.backend import Rollout, SamplingParams
 
-__all__ = ["HFGenerator", "stop_token_ids"]
+__all__ = ["ChunkedGenerator", "HFGenerator", "stop_token_ids"]
 
 # Every logits processor `generate` could pull in from a model's generation_config.json or from
 # transformers' global defaults (top_k=50!) is set explicitly, so sampling is exactly temperature +
@@ -80,23 +80,14 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-class HFGenerator:
-    """Sample completions with ``model.generate``; implements :class:`~conspo.rollout.GenerationBackend`.
+class ChunkedGenerator:
+    """What every row-chunked backend shares: argument checks, prompt encoding, chunks of rows, RNG, mode.
 
-    Rows (prompt i repeated ``n`` times, consecutively) are generated in chunks of ``batch_size`` rows,
-    each chunk left-padded to its longest prompt. Sampling is plain temperature + top-p (no top-k,
-    no repetition penalty, whatever the model's ``generation_config`` says); ``temperature == 0`` is
-    greedy. With ``params.seed`` set the result is reproducible for the same prompts and batch size.
-
-    Args:
-        model: any Hugging Face causal LM (``AutoModelForCausalLM``); it is put in eval mode while
-            generating and its previous mode is restored.
-        tokenizer: its tokenizer. It is not modified (padding is done here).
-        batch_size: rows (prompts x n) per ``generate`` call; bounds memory.
-        add_special_tokens: whether tokenizing a prompt adds BOS etc. ``None`` (default) adds them
-            unless the prompt text already starts with the tokenizer's BOS string (a chat template
-            already rendered it).
-        progress: optional callback ``progress(rows_done, rows_total)`` called after each chunk.
+    ``generate`` repeats each prompt ``n`` times (consecutively), cuts the rows into chunks of
+    ``batch_size``, and calls ``_generate_chunk`` on each under ``torch.inference_mode()``, with the model in
+    eval mode (its previous mode restored) and the torch RNG seeded by ``params.seed`` (restored afterwards).
+    A subclass implements ``_generate_chunk``; :func:`left_pad` and :func:`rollouts_from_tokens` are the
+    common input and output steps.
     """
 
     def __init__(
@@ -108,8 +99,9 @@ class HFGenerator:
         add_special_tokens: bool | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        name = type(self).__name__
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"HFGenerator batch_size must be a positive int, got {batch_size!r}")
+            raise ValueError(f"{name} batch_size must be a positive int, got {batch_size!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -117,7 +109,7 @@ class HFGenerator:
         self.progress = progress
         self.stop_ids = stop_token_ids(tokenizer, model)
         if not self.stop_ids:
-            raise ValueError("HFGenerator: the tokenizer has no eos_token_id; completions could never stop")
+            raise ValueError(f"{name}: the tokenizer has no eos_token_id; completions could never stop")
         pad = getattr(tokenizer, "pad_token_id", None)
         # A pad id is only a filler under attention_mask=0; EOS is the usual stand-in.
         self.pad_id = int(pad) if pad is not None else self.stop_ids[0]
@@ -160,27 +152,26 @@ class HFGenerator:
         params: SamplingParams,
         device: torch.device,
     ) -> list[Rollout]:
+        raise NotImplementedError
+
+    def left_pad(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` [rows, longest prompt] on the CPU; every prompt ends at the last column."""
         width = max(len(ids) for ids in prompt_ids)
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for row, ids in enumerate(prompt_ids):  # left padding: every prompt ends at column width-1
+        for row, ids in enumerate(prompt_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
-        sampling = (
-            {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p)}
-            if not params.greedy
-            else {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
-        )
-        output = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=params.max_new_tokens,
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.pad_id,
-            **sampling,
-            **_PURE_SAMPLING,
-        )
-        generated = output[:, width:].tolist()  # [rows, <= max_new_tokens]
+        return input_ids, attention_mask
+
+    def rollouts_from_tokens(
+        self,
+        generated: list[list[int]],
+        prompt_ids: list[list[int]],
+        prompt_index: list[int],
+        params: SamplingParams,
+    ) -> list[Rollout]:
+        """One :class:`Rollout` per row of generated ids: cut after the first stop id (kept), else truncated."""
         stop = set(self.stop_ids)
         result = []
         for row, tokens in enumerate(generated):
@@ -197,3 +188,49 @@ class HFGenerator:
                 )
             )
         return result
+
+
+class HFGenerator(ChunkedGenerator):
+    """Sample completions with ``model.generate``; implements :class:`~conspo.rollout.GenerationBackend`.
+
+    Rows (prompt i repeated ``n`` times, consecutively) are generated in chunks of ``batch_size`` rows,
+    each chunk left-padded to its longest prompt. Sampling is plain temperature + top-p (no top-k,
+    no repetition penalty, whatever the model's ``generation_config`` says); ``temperature == 0`` is
+    greedy. With ``params.seed`` set the result is reproducible for the same prompts and batch size.
+
+    Args:
+        model: any Hugging Face causal LM (``AutoModelForCausalLM``); it is put in eval mode while
+            generating and its previous mode is restored.
+        tokenizer: its tokenizer. It is not modified (padding is done here).
+        batch_size: rows (prompts x n) per ``generate`` call; bounds memory.
+        add_special_tokens: whether tokenizing a prompt adds BOS etc. ``None`` (default) adds them
+            unless the prompt text already starts with the tokenizer's BOS string (a chat template
+            already rendered it).
+        progress: optional callback ``progress(rows_done, rows_total)`` called after each chunk.
+    """
+
+    def _generate_chunk(
+        self,
+        prompt_ids: list[list[int]],
+        prompt_index: list[int],
+        params: SamplingParams,
+        device: torch.device,
+    ) -> list[Rollout]:
+        input_ids, attention_mask = self.left_pad(prompt_ids)
+        width = input_ids.shape[1]
+        sampling = (
+            {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p)}
+            if not params.greedy
+            else {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
+        )
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            **sampling,
+            **_PURE_SAMPLING,
+        )
+        generated = output[:, width:].tolist()  # [rows, <= max_new_tokens]
+        return self.rollouts_from_tokens(generated, prompt_ids, prompt_index, params)
