@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(f"processes {num_processes}; one generation batch = {cfg.rollouts_per_step} rollouts")
         for key in SHOWN:
-            print(f"{key:<28} {getattr(trl_args, key)}")
+            value = getattr(trl_args, key)
+            print(f"{key:<28} {getattr(value, 'value', value)}")  # enums by their value
         return 0
 
     threads = cfg.num_threads or (1 if cfg.model.name_or_path == TESTBED else None)
