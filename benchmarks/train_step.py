@@ -19,6 +19,10 @@ Known differences in the work done, by design: conspo drops all-correct and all-
 update (the paper's setting), TRL keeps them (their advantage is zero but they still go through the
 forward and backward pass); the ``kept`` column shows conspo's fraction of rows updated on.
 
+conspo's update takes the credit from the gradient forward when one micro-batch holds the mini-batch (one
+forward per optimizer step, as here); ``--two-pass`` forces the previous separate no-grad credit forward, for
+before/after comparisons.
+
 ``--model-config 0.5b`` builds a Llama with Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 heads, 2 KV heads,
 vocab 151936) from a config in code, random weights, nothing from the hub. Random weights never answer
 correctly, so that mode uses ``--reward parity`` (a deterministic pseudo-random 0/1 reward) for all systems.
@@ -124,6 +128,21 @@ class ParityVerifier:
     def __exit__(self, *exc):
         return None
 
+    def close(self) -> None:
+        return None
+
+
+def parity_reward_fn():
+    """conspo's reward function with the parity verifier in place of the math pool (``--reward parity``)."""
+    from conspo.rewards import RewardFunction
+
+    class ParityRewardFn(RewardFunction):
+        @property
+        def verifier(self):
+            return ParityVerifier()
+
+    return ParityRewardFn()
+
 
 def parity_reward(prompts, completions, **kwargs):
     return [float(parity_correct(c)) for c in completions]
@@ -175,7 +194,6 @@ def sync(device: str) -> None:
 
 def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     """conspo's own trainer: ``Trainer.step()`` with its phase timers."""
-    from conspo.rewards import MathVerifier
     from conspo.trainer.config import TrainConfig
     from conspo.trainer.loop import Trainer
 
@@ -196,12 +214,15 @@ def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     cfg.rollout.top_p = 1.0
     cfg.batch.update_mode = args.update_mode
     cfg.batch.filter_groups = not args.no_filter
+    cfg.reward.num_workers = 1
+    cfg.reward.timeout = 5.0
     use_clock(args.clock)
+    Trainer.fuse_credit_forward = not args.two_pass
     trainer = Trainer(cfg)
-    verifier = ParityVerifier() if args.reward == "parity" else MathVerifier(num_workers=1, timeout=5.0)
+    if args.reward == "parity":
+        trainer.reward_fn = parity_reward_fn()
     steps = []
-    with verifier:
-        trainer.verifier = verifier
+    with trainer.reward_fn:
         for i in range(cfg.steps):
             sync(args.device)
             m = trainer.step()
@@ -475,7 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         "--update-mode",
         choices=("decomposed", "coupled"),
         default="decomposed",
-        help="conspo's batch.update_mode (decomposed, the default, adds a no-grad scoring forward)",
+        help="conspo's batch.update_mode (decomposed, the default; coupled: one objective(batch) call per mini-batch)",
+    )
+    parser.add_argument(
+        "--two-pass",
+        action="store_true",
+        help="conspo: always a separate no-grad credit forward (the trainer otherwise takes the credit from the "
+        "gradient forward when one micro-batch holds the mini-batch)",
     )
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     # Internal: a child process runs one system.
@@ -504,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--update-mode={args.update_mode}",
         f"--clock={args.clock}",
         *(["--no-filter"] if args.no_filter else []),
+        *(["--two-pass"] if args.two_pass else []),
     ]
     systems = [s for s in args.systems.split(",") if s]
     unknown = set(systems) - set(SYSTEMS)
@@ -512,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"train step benchmark: device={args.device} model={args.model_config} P={args.prompts} "
         f"G={args.group_size} max_new_tokens={args.max_new_tokens} threads={args.threads} reward={args.reward} "
-        f"update_mode={args.update_mode} filter_groups={not args.no_filter} clock={args.clock} "
+        f"update_mode={args.update_mode} two_pass={args.two_pass} filter_groups={not args.no_filter} clock={args.clock} "
         f"steps={args.steps}+{args.warmup} warmup x {args.rounds} rounds; {platform.platform()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )

@@ -21,6 +21,9 @@ class _ParityVerifier:
     def __exit__(self, *exc):
         return None
 
+    def close(self):
+        pass
+
     def verify_batch(self, completions, answers):
         ok = [len(c) % 2 == 0 for c in completions]
         return [Verdict(reward=float(c), correct=c, extracted=None, reason="exact") for c in ok]
@@ -32,7 +35,7 @@ def test_train_command_writes_a_complete_run_folder(tmp_path, monkeypatch, capsy
     from conspo.cli import main
     from conspo.testbed import build_char_tokenizer, build_tiny_model
 
-    monkeypatch.setattr(conspo.rewards, "MathVerifier", _ParityVerifier)
+    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
     tokenizer = build_char_tokenizer()
     build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
@@ -85,7 +88,7 @@ def test_train_command_resume_continues_a_stopped_run(tmp_path, monkeypatch):
     from conspo.cli import main
     from conspo.testbed import build_char_tokenizer, build_tiny_model
 
-    monkeypatch.setattr(conspo.rewards, "MathVerifier", _ParityVerifier)
+    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
     tokenizer = build_char_tokenizer()
     build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")

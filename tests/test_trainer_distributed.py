@@ -24,10 +24,11 @@ SCRIPT = textwrap.dedent(
         def __init__(self, *args, **kwargs): pass
         def __enter__(self): return self
         def __exit__(self, *exc): return None
+        def close(self): pass
         def verify_batch(self, completions, answers):
             return [Verdict(float(len(c) % 2 == 0), len(c) % 2 == 0, None, "exact") for c in completions]
 
-    conspo.rewards.MathVerifier = ParityVerifier
+    conspo.rewards.reward_fn.MathVerifier = ParityVerifier
     out, overrides = sys.argv[1], sys.argv[2:]
     trainer = Trainer(load_config(TrainConfig, None, overrides))
     initial = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.model.parameters())).hexdigest()

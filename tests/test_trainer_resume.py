@@ -45,6 +45,9 @@ class _ParityVerifier:
     def __exit__(self, *exc):
         return None
 
+    def close(self):
+        pass
+
     def verify_batch(self, completions, answers):
         ok = [len(c) % 2 == 0 for c in completions]
         return [Verdict(reward=float(c), correct=c, extracted=None, reason="exact") for c in ok]
@@ -56,7 +59,7 @@ def policy(tmp_path, monkeypatch):
     import conspo.rewards
     from conspo.testbed import build_char_tokenizer, build_tiny_model
 
-    monkeypatch.setattr(conspo.rewards, "MathVerifier", _ParityVerifier)
+    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
     tokenizer = build_char_tokenizer()
     build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
     tokenizer.save_pretrained(tmp_path / "policy")
@@ -117,10 +120,11 @@ class ParityVerifier:
     def __init__(self, *args, **kwargs): pass
     def __enter__(self): return self
     def __exit__(self, *exc): return None
+    def close(self): pass
     def verify_batch(self, completions, answers):
         return [Verdict(float(len(c) % 2 == 0), len(c) % 2 == 0, None, "exact") for c in completions]
 
-conspo.rewards.MathVerifier = ParityVerifier
+conspo.rewards.reward_fn.MathVerifier = ParityVerifier
 train(load_config(TrainConfig, None, sys.argv[1:]))
 """
 

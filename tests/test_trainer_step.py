@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conspo.config import load_config
-from conspo.rewards import Verdict
+from conspo.rewards import RewardFunction, Verdict
 from conspo.trainer.config import TrainConfig
 from conspo.trainer.loop import Trainer
 from conspo.trainer.rows import Rows, sequence_forward
@@ -48,6 +48,18 @@ def make_trainer(tmp_path, policy, *overrides: str) -> Trainer:
     return Trainer(cfg)
 
 
+class FakeRewardFn(RewardFunction):
+    """The trainer's reward function (shaping included) with a stand-in verifier: no worker processes."""
+
+    def __init__(self, verifier, config=None):
+        super().__init__(config)
+        self.fake = verifier
+
+    @property
+    def verifier(self):
+        return self.fake
+
+
 class _ParityVerifier:
     """Labels a completion correct when its length is even: mixed groups from any policy, deterministic."""
 
@@ -59,6 +71,9 @@ class _ParityVerifier:
 
     def __exit__(self, *exc):
         return None
+
+    def close(self):
+        pass
 
     def verify_batch(self, completions, answers):
         return [
@@ -82,7 +97,7 @@ def _step_gradients(trainer: Trainer, verifier) -> tuple[list[torch.Tensor], dic
         return original(*args, **kwargs)
 
     trainer.optimizer.step = capture
-    trainer.verifier = verifier
+    trainer.reward_fn = FakeRewardFn(verifier)
     metrics = trainer.step()
     return grads, metrics
 
@@ -131,6 +146,9 @@ class _AllCorrect:
     def __exit__(self, *exc):
         return None
 
+    def close(self):
+        pass
+
     def verify_batch(self, completions, answers):
         return [Verdict(reward=1.0, correct=True, extracted="1", reason="exact") for _ in completions]
 
@@ -138,7 +156,7 @@ class _AllCorrect:
 def test_all_filtered_batch_is_skipped_and_logged(tmp_path, random_policy, monkeypatch):
     import conspo.rewards
 
-    monkeypatch.setattr(conspo.rewards, "MathVerifier", _AllCorrect)
+    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _AllCorrect)
     trainer = make_trainer(
         tmp_path, random_policy, "steps=2", "eval.at_start=false", "checkpoint.save_final=false"
     )
@@ -194,11 +212,77 @@ def test_dynamic_sampling_samples_again_until_the_batch_has_valid_groups(tmp_pat
     trainer = make_trainer(
         tmp_path, random_policy, "batch.dynamic_sampling=true", "batch.max_sampling_tries=4", "seed=3"
     )
-    trainer.verifier = _FirstRoundAllCorrect()
+    verifier = _FirstRoundAllCorrect()
+    trainer.reward_fn = FakeRewardFn(verifier)
     metrics = trainer.step()
-    rounds = trainer.verifier.calls
+    rounds = verifier.calls
     assert rounds >= 2
     assert trainer.cursor == rounds * 4  # every round consumes P prompts
     assert metrics["step/skipped"] == 0.0
     assert 0 < metrics["groups/kept"] <= 4  # never more than P groups enter the update
     assert metrics["groups/valid_frac"] < 1.0  # the all-correct first round counts as sampled
+
+
+def _count_update(trainer: Trainer) -> dict[str, int]:
+    """Count the policy's forward calls inside the update (not generation) and the optimizer steps."""
+    counts = {"forwards": 0, "optimizer_steps": 0}
+    update, step = trainer._update, trainer.optimizer.step
+
+    def forward_hook(*args):
+        counts["forwards"] += 1
+
+    def counting_update(*args, **kwargs):
+        handle = trainer.model.register_forward_hook(forward_hook)
+        try:
+            return update(*args, **kwargs)
+        finally:
+            handle.remove()
+
+    def counting_step(*args, **kwargs):
+        counts["optimizer_steps"] += 1
+        return step(*args, **kwargs)
+
+    trainer._update = counting_update
+    trainer.optimizer.step = counting_step
+    return counts
+
+
+@pytest.mark.parametrize(("objective", "mini_batches"), [("conspo", 1), ("grpo", 1), ("conspo", 2)])
+def test_single_forward_update_equals_the_two_pass_update(
+    tmp_path, random_policy, verifier, objective, mini_batches
+):
+    """One micro-batch per mini-batch: the credit from the gradient forward (one forward per optimizer step)
+    gives exactly the update of a separate no-grad credit forward (two)."""
+    common = [f"objective.name={objective}", f"batch.mini_batches={mini_batches}", "seed=3"]
+    fused = make_trainer(tmp_path / "fused", random_policy, *common)
+    two_pass = make_trainer(tmp_path / "two", random_policy, *common)
+    two_pass.fuse_credit_forward = False
+    results = []
+    for trainer in (fused, two_pass):
+        counts = _count_update(trainer)
+        grads, metrics = _step_gradients(trainer, verifier)
+        results.append((grads, metrics, counts))
+    (g_fused, m_fused, c_fused), (g_two, m_two, c_two) = results
+    assert m_fused["groups/kept"] == m_two["groups/kept"] > 0, "the seed must give valid groups"
+    assert c_fused["optimizer_steps"] == c_two["optimizer_steps"] == mini_batches
+    assert c_fused["forwards"] == c_fused["optimizer_steps"]  # one forward per optimizer step
+    assert c_two["forwards"] == 2 * c_two["optimizer_steps"]  # no-grad credit forward + gradient forward
+    assert len(g_fused) == len(g_two) > 0
+    assert torch.sqrt(sum((g**2).sum() for g in g_fused)) > 0
+    for a, b in zip(g_fused, g_two):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(fused.model.parameters(), two_pass.model.parameters()):
+        assert torch.equal(a, b)  # the same update
+    for key in m_fused:
+        if not key.startswith(("time/", "perf/")):
+            assert m_fused[key] == pytest.approx(m_two[key], rel=1e-6, abs=1e-9), key
+
+
+def test_split_micro_batches_keep_the_separate_credit_forward(tmp_path, random_policy, verifier):
+    trainer = make_trainer(tmp_path, random_policy, "seed=3", "batch.micro_batch_size=4")  # 16 rows: 4 micro
+    counts = _count_update(trainer)
+    _, metrics = _step_gradients(trainer, verifier)
+    assert metrics["groups/kept"] > 0
+    micro = int(metrics["groups/kept"]) * 4 // 4  # kept rows (G=4 per group) / micro_batch_size
+    assert counts["optimizer_steps"] == 1
+    assert counts["forwards"] == 2 * micro  # the no-grad credit pass, then the gradient pass, both chunked

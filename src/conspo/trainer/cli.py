@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from conspo.config import ConfigError, help_text, load_config
-from conspo.trainer.config import TrainConfig
+from conspo.trainer.config import TrainConfig, reward_config_error
 
 __all__ = ["add_arguments", "run"]
 
@@ -52,7 +52,12 @@ def _num_processes() -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
+        try:
+            cfg = load_config(TrainConfig, args.config, args.overrides)
+        except ConfigError:
+            raise
+        except ValueError as e:  # a section's own constructor check (conspo.rewards.RewardConfig)
+            raise reward_config_error(e) from e
         cfg.validate(_num_processes())
     except ConfigError as e:
         print(f"conspo train: config error: {e}", file=sys.stderr)

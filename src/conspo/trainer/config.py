@@ -10,12 +10,15 @@ field (``batch.group_size: must be >= 2 ...``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from conspo.config import ConfigError
+from conspo.rewards import RewardConfig  # the rewards layer's own config (no torch import)
 
 __all__ = [
     "ModelConfig",
@@ -30,6 +33,7 @@ __all__ = [
     "LoggingConfig",
     "TrainConfig",
     "TESTBED",
+    "reward_config_error",
 ]
 
 # The model / dataset name that selects the built-in CPU testbed.
@@ -137,14 +141,6 @@ class RolloutConfig:
     batch_size: int | None = field(
         default=None, metadata=_help("Sequences per generate call; None = all P x G of a process at once.")
     )
-
-
-@dataclass
-class RewardConfig:
-    """The verifier pool that turns completions into binary rewards."""
-
-    num_workers: int = field(default=1, metadata=_help("Verifier worker processes (one pool per run)."))
-    timeout: float = field(default=5.0, metadata=_help("Hard wall-clock seconds per verification."))
 
 
 @dataclass
@@ -310,7 +306,12 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig, metadata=_help("The policy."))
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: RewardConfig = field(
+        default_factory=RewardConfig,
+        metadata=_help(
+            "Verification and reward shaping: conspo.rewards.RewardConfig, built with build_reward_fn."
+        ),
+    )
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -390,9 +391,7 @@ class TrainConfig:
         _positive(r, "max_new_tokens", "rollout.")
         if r.batch_size is not None:
             _positive(r, "batch_size", "rollout.")
-        _positive(self.reward, "num_workers", "reward.")
-        if self.reward.timeout <= 0:
-            raise ConfigError("reward.timeout", f"must be > 0; got {self.reward.timeout}")
+        self._validate_reward()
         e = self.eval
         if e.every < 0:
             raise ConfigError("eval.every", f"must be >= 0; got {e.every}")
@@ -421,6 +420,27 @@ class TrainConfig:
         except (TypeError, ValueError) as e:
             raise ConfigError("objective.params", f"{self.objective.name}: {e}") from e
 
+    def _validate_reward(self) -> None:
+        """RewardConfig's own checks (again: fields may have been set after construction), then the custom
+        verifier's import, so that a bad path fails here rather than in a worker after the model loaded."""
+        try:
+            dataclasses.replace(self.reward)
+        except ValueError as e:
+            raise reward_config_error(e) from e
+        path = self.reward.custom_verifier
+        if path is not None:
+            from conspo.rewards.worker import load_callable
+
+            try:
+                load_callable(path)
+            except (
+                Exception
+            ) as e:  # ImportError / AttributeError as ValueError, or whatever the import raised
+                raise ConfigError(
+                    "reward.custom_verifier",
+                    f"{e} (the module must be importable from this process, e.g. on PYTHONPATH)",
+                ) from e
+
     def _validate_objective(self) -> None:
         self.build_objective()
 
@@ -437,6 +457,18 @@ class TrainConfig:
             p = Path(self.model.name_or_path).expanduser()
             if (p.is_absolute() or self.model.name_or_path.startswith(".")) and not p.exists():
                 raise ConfigError("model.name_or_path", f"model folder not found: {p}")
+
+
+def reward_config_error(err: ValueError) -> ConfigError:
+    """RewardConfig's own checks raise ``ValueError("RewardConfig.timeout must be > 0 ...")``; the same message as a
+    ConfigError naming the trainer's field (``reward.timeout``)."""
+    if isinstance(err, ConfigError):
+        return err
+    text = str(err)
+    match = re.match(r"RewardConfig(?:\.|: need )(\w+)", text)
+    if match is None:
+        return ConfigError("reward", text)
+    return ConfigError(f"reward.{match.group(1)}", text)
 
 
 def _positive(obj: Any, name: str, prefix: str = "") -> None:

@@ -8,16 +8,20 @@ One step, in the order the code runs (each phase timed under its name in ``time/
 
 1. **generate**: P prompts (this process's share, whole groups), G completions each, seeded by
    (seed, step, rank) so a resumed run samples what the uninterrupted run would have.
-2. **verify**: the verifier pool (one per run) turns completions into binary rewards and labels.
+2. **verify**: the run's reward function (``build_reward_fn(cfg.reward)``: the verifier pool, or a user's
+   custom verifier, plus optional format reward / DAPO overlong penalty) scores the completions; the
+   reward may be shaped, the label is always the verdict's ``correct``.
 3. **group**: drop all-correct and all-wrong groups (``batch.filter_groups``); optionally sample more
    prompts until P valid groups (``batch.dynamic_sampling``). A step with no valid group anywhere is
    skipped and logged (``step/skipped = 1``).
 4. **logps**: old log-probs only when ``objective.needs_old_logps`` and ``batch.mini_batches > 1``;
    reference log-probs only when ``objective.needs_ref_logps``.
-5. **update**: per mini-batch of whole groups (one optimizer step each): a no-grad forward gives the
-   credit under the current parameters (``objective.credit``), its normalizer counts are summed over
-   processes, then ``objective.loss`` is backpropagated micro-batch by micro-batch. The gradient is
-   the coupled objective's gradient exactly (see docs/trainer.md).
+5. **update**: per mini-batch of whole groups (one optimizer step each): the credit under the current
+   parameters (``objective.credit``), its normalizer counts summed over processes, then
+   ``objective.loss`` backpropagated micro-batch by micro-batch. When one micro-batch holds the whole
+   mini-batch, the credit comes from the gradient forward's detached log-probs (one forward per
+   optimizer step); otherwise from a separate no-grad forward first. The gradient is the coupled
+   objective's gradient exactly (see docs/trainer.md).
 
 Progress lambda = step / steps drives the margin schedule.
 """
@@ -39,6 +43,7 @@ import torch
 
 from conspo.config import config_to_dict, dump_yaml
 from conspo.objectives import RolloutBatch
+from conspo.rewards import RewardFunction, build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
 from conspo.trainer.rows import Rows, sequence_forward
@@ -48,6 +53,7 @@ from conspo.trainer.setup import (
     load_run_problems,
     prompt_template,
     resolve_run_dir,
+    warn_train_eval_overlap,
 )
 
 __all__ = ["Trainer", "TrainResult", "train"]
@@ -96,10 +102,16 @@ def _step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
 
 
 class Trainer:
-    """Holds the model, optimizer, data and verifier of one run; ``run()`` trains it.
+    """Holds the model, optimizer, data and reward function of one run; ``run()`` trains it.
 
-    Use :func:`train` unless you need the pieces (tests call ``step()`` directly).
+    Use :func:`train` unless you need the pieces (tests call ``step()`` directly). ``reward_fn`` is built
+    from ``cfg.reward`` once (its verifier pool starts on first use); ``run()`` closes it at the end, and
+    :meth:`close` does when only ``step()`` was used.
     """
+
+    fuse_credit_forward: bool = True
+    """Take the credit from the gradient forward when one micro-batch holds the whole mini-batch (exact: same
+    parameters). False forces the separate no-grad credit forward (for tests and benchmarks)."""
 
     def __init__(self, cfg: TrainConfig, *, resume: bool | str | Path = False) -> None:
         self.cfg = cfg
@@ -120,6 +132,9 @@ class Trainer:
             else self.tokenizer.eos_token_id
         )
         self.train_problems, self.eval_problems = load_run_problems(cfg)
+        self.eval_overlap = warn_train_eval_overlap(
+            self.train_problems, self.eval_problems, self.dist.is_main
+        )
         self.ref_model = (
             load_reference(cfg, self.model, self.device)
             if getattr(self.objective, "needs_ref_logps", False)
@@ -148,7 +163,7 @@ class Trainer:
         self.best_step: int | None = None
         self.eval_before: float | None = None
         self._order_cache: dict[int, list[int]] = {}
-        self.verifier = None
+        self.reward_fn: RewardFunction = build_reward_fn(cfg.reward)
         self.metrics_logger = None
         self.resumed = bool(resume)
         if resume:
@@ -194,10 +209,14 @@ class Trainer:
         with timer("generate"), self._autocast():
             rollouts = generator.generate(prompts, n=G, params=params)
         with timer("verify"):
-            answers = [problems[r.prompt_index].answer for r in rollouts]
-            verdicts = self.verifier.verify_batch([r.text for r in rollouts], answers)
-        rewards = [v.reward for v in verdicts]
-        labels = [(1 if v.correct else 0) if v.valid else -1 for v in verdicts]
+            verdicts = self.reward_fn.score(
+                [prompts[r.prompt_index] for r in rollouts],
+                [r.text for r in rollouts],
+                [problems[r.prompt_index].answer for r in rollouts],
+                completion_lengths=[r.num_completion_tokens for r in rollouts],
+            )
+        rewards = [v.reward for v in verdicts]  # shaped (format reward, overlong penalty) when configured
+        labels = [(1 if v.correct else 0) if v.valid else -1 for v in verdicts]  # never from the reward
         # Global group id: unique across steps, rounds and processes.
         base = self.cursor + dist.rank * local
         group_ids = [base + r.prompt_index for r in rollouts]
@@ -423,37 +442,12 @@ class Trainer:
                 obj_metrics = dict(out.metrics)
                 train_tokens += float(mask.sum())
             else:
-                # Credit under the current parameters (no grad), global counts.
-                with timer("credit"):
-                    logps, mask, entropy = self._forward_chunked(self.model, mb, with_entropy=True)
-                    credit = self.objective.credit(self._rollout_batch(mb, logps, mask), progress=lam)
-                    normalizer = dist.sum_dict(dict(credit.normalizer))
-                    m = mask.float()
-                    sums["entropy_sum"].append(float((entropy * m).sum()))
-                    sums["entropy_tokens"].append(float(m.sum()))
-                obj_metrics = dict(credit.metrics)
-                micro_metrics: dict[str, list[float]] = defaultdict(list)
                 chunk = cfg.batch.micro_batch_size or len(mb)
-                for start in range(0, len(mb), chunk):
-                    idx = torch.arange(start, min(start + chunk, len(mb)))
-                    micro = mb.select(idx)
-                    lp, mmask, _ = sequence_forward(
-                        self.model,
-                        micro.tokens,
-                        temperature=cfg.rollout.temperature,
-                        autocast_dtype=self.autocast,
-                    )
-                    out = self.objective.loss(
-                        self._rollout_batch(micro, lp, mmask),
-                        credit.select(idx.to(self.device)),
-                        normalizer=normalizer,
-                    )
-                    if out.loss.requires_grad:
-                        out.loss.backward()
-                    for k, v in out.metrics.items():  # per-micro-batch metrics: mean over micro-batches
-                        micro_metrics[k].append(float(v))
-                    train_tokens += float(mmask.sum())
-                obj_metrics.update({k: torch.tensor(sum(v) / len(v)) for k, v in micro_metrics.items()})
+                if chunk >= len(mb) and self.fuse_credit_forward:
+                    obj_metrics, tokens = self._fused_credit_and_loss(mb, lam, timer, sums)
+                else:
+                    obj_metrics, tokens = self._credit_then_micro_batches(mb, lam, timer, sums, chunk)
+                train_tokens += tokens
             dist.sum_gradients(params)
             max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -486,6 +480,71 @@ class Trainer:
         out_metrics["perf/train_tokens"] = float(dist.sum_dict({"t": torch.tensor(train_tokens)})["t"])
         return out_metrics
 
+    def _credit(
+        self, mb: Rows, logps: torch.Tensor, mask: torch.Tensor, entropy: torch.Tensor, lam: float, sums: dict
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The objective's credit from detached log-probs under the current parameters, with global counts."""
+        credit = self.objective.credit(self._rollout_batch(mb, logps, mask), progress=lam)
+        normalizer = self.dist.sum_dict(dict(credit.normalizer))
+        m = mask.float()
+        sums["entropy_sum"].append(float((entropy * m).sum()))
+        sums["entropy_tokens"].append(float(m.sum()))
+        return credit, normalizer
+
+    def _fused_credit_and_loss(
+        self, mb: Rows, lam: float, timer: PhaseTimer, sums: dict
+    ) -> tuple[dict[str, Any], float]:
+        """One micro-batch holds the mini-batch: one forward with grad gives the credit (from its detached
+        log-probs: the same parameters, so the same credit as a separate no-grad pass) and then the loss."""
+        with timer("credit"):  # here: the shared forward and the credit
+            lp, mask, entropy = sequence_forward(
+                self.model,
+                mb.tokens,
+                temperature=self.cfg.rollout.temperature,
+                with_entropy=True,
+                autocast_dtype=self.autocast,
+            )
+            credit, normalizer = self._credit(mb, lp.detach(), mask, entropy, lam, sums)
+        out = self.objective.loss(self._rollout_batch(mb, lp, mask), credit, normalizer=normalizer)
+        if out.loss.requires_grad:
+            out.loss.backward()
+        metrics = dict(credit.metrics)
+        metrics.update({k: torch.tensor(float(v)) for k, v in out.metrics.items()})
+        return metrics, float(mask.sum())
+
+    def _credit_then_micro_batches(
+        self, mb: Rows, lam: float, timer: PhaseTimer, sums: dict, chunk: int
+    ) -> tuple[dict[str, Any], float]:
+        """Micro-batches split the mini-batch: a no-grad forward over all of it gives the credit, then a forward
+        with grad and ``objective.loss`` per micro-batch (gradient accumulation)."""
+        with timer("credit"):
+            logps, mask, entropy = self._forward_chunked(self.model, mb, with_entropy=True)
+            credit, normalizer = self._credit(mb, logps, mask, entropy, lam, sums)
+        metrics = dict(credit.metrics)
+        micro_metrics: dict[str, list[float]] = defaultdict(list)
+        tokens = 0.0
+        for start in range(0, len(mb), chunk):
+            idx = torch.arange(start, min(start + chunk, len(mb)))
+            micro = mb.select(idx)
+            lp, mmask, _ = sequence_forward(
+                self.model,
+                micro.tokens,
+                temperature=self.cfg.rollout.temperature,
+                autocast_dtype=self.autocast,
+            )
+            out = self.objective.loss(
+                self._rollout_batch(micro, lp, mmask),
+                credit.select(idx.to(self.device)),
+                normalizer=normalizer,
+            )
+            if out.loss.requires_grad:
+                out.loss.backward()
+            for k, v in out.metrics.items():  # per-micro-batch metrics: mean over micro-batches
+                micro_metrics[k].append(float(v))
+            tokens += float(mmask.sum())
+        metrics.update({k: torch.tensor(sum(v) / len(v)) for k, v in micro_metrics.items()})
+        return metrics, tokens
+
     # -- evaluation -----------------------------------------------------------------------------------
     def evaluate(self, problems: list[Any] | None = None) -> dict[str, float]:
         """avg@k and pass@k on held-out problems (conspo.eval); each process takes a share, sums are reduced."""
@@ -509,7 +568,7 @@ class Trainer:
                 result = evaluate_problems(
                     generator,
                     mine,
-                    self.verifier,
+                    self.reward_fn.verifier,  # correctness only: held-out accuracy is never shaped
                     n=k,
                     params=params,
                     ks=sorted({1, k}),
@@ -583,8 +642,11 @@ class Trainer:
         self.dist.barrier()
 
     # -- the loop -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the reward function's verifier processes (``run()`` does this itself at the end)."""
+        self.reward_fn.close()
+
     def run(self) -> TrainResult:
-        from conspo.rewards import MathVerifier
         from conspo.trainer.logging import MetricsLogger, TrainProgress
 
         cfg, dist = self.cfg, self.dist
@@ -604,8 +666,7 @@ class Trainer:
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step_index + cfg.stop_after)
         result = TrainResult(run_dir=self.run_dir, steps_done=self.step_index)
         try:
-            with MathVerifier(num_workers=cfg.reward.num_workers, timeout=cfg.reward.timeout) as verifier:
-                self.verifier = verifier
+            with self.reward_fn:  # one reward function (and verifier pool) per run, closed at the end
                 if self.eval_problems and cfg.eval.at_start and self.eval_before is None:
                     ev = self.evaluate()
                     self.eval_before = ev["eval/accuracy"]
@@ -632,7 +693,6 @@ class Trainer:
                             self.save_checkpoint()
                 finished = self.step_index >= cfg.steps
         finally:
-            self.verifier = None
             if self.metrics_logger is not None:
                 self.metrics_logger.close()
         result.steps_done = self.step_index

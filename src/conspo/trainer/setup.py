@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,16 @@ import torch
 from conspo.trainer.config import TESTBED, TrainConfig
 from conspo.trainer.distributed import Distributed
 
-__all__ = ["load_policy", "load_reference", "load_run_problems", "prompt_template", "resolve_run_dir"]
+__all__ = [
+    "load_policy",
+    "load_reference",
+    "load_run_problems",
+    "prompt_template",
+    "resolve_run_dir",
+    "warn_train_eval_overlap",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_run_dir(cfg: TrainConfig, dist: Distributed, resume: bool | str | Path) -> Path:
@@ -117,3 +127,24 @@ def load_run_problems(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
     if not train:
         raise ValueError(f"data.train: {d.train!r} holds no problems")
     return train, evals
+
+
+def warn_train_eval_overlap(train: list[Any], evals: list[Any], log: bool = True) -> int:
+    """How many held-out problems also appear in the training problems (``conspo.data.check_overlap``: same
+    normalized text); logs one warning with the count when any do and ``log`` (the main process, once per run)."""
+    if not evals:
+        return 0
+    from conspo.data import check_overlap
+
+    found = check_overlap(train, evals, warn=False)
+    if found and log:
+        examples = ", ".join(f"{o.eval_id} = {o.train_id}" for o in found[:3])
+        logger.warning(
+            "%d of %d evaluation problems also appear in the training set (eval id = train id: %s%s); "
+            "held-out accuracy on them is not held out - drop them from data.train or data.eval",
+            len(found),
+            len(evals),
+            examples,
+            ", ..." if len(found) > 3 else "",
+        )
+    return len(found)
