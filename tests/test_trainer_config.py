@@ -176,3 +176,15 @@ def test_docs_page_lists_every_field():
     missing = [path for path, *_ in config_fields(TrainConfig) if f"`{path}`" not in page]
     assert missing == [], "docs/trainer.md is missing config fields (regenerate with markdown_reference)"
     assert markdown_reference(TrainConfig) in page, "docs/trainer.md's config table is stale (defaults/help)"
+
+
+def test_rollout_backends_match_the_rollout_layer_and_bad_ones_name_the_field():
+    from conspo.config import ConfigError, load_config
+    from conspo.rollout import GENERATION_BACKENDS
+    from conspo.trainer.config import GENERATION_BACKENDS as CONFIG_BACKENDS
+    from conspo.trainer.config import TrainConfig
+
+    assert set(CONFIG_BACKENDS) == set(GENERATION_BACKENDS)
+    assert load_config(TrainConfig, None, ["rollout.backend=kv_cache"]).rollout.backend == "kv_cache"
+    with pytest.raises(ConfigError, match=r"rollout\.backend"):
+        load_config(TrainConfig, None, ["rollout.backend=vllm"])

@@ -286,3 +286,25 @@ def test_split_micro_batches_keep_the_separate_credit_forward(tmp_path, random_p
     micro = int(metrics["groups/kept"]) * 4 // 4  # kept rows (G=4 per group) / micro_batch_size
     assert counts["optimizer_steps"] == 1
     assert counts["forwards"] == 2 * micro  # the no-grad credit pass, then the gradient pass, both chunked
+
+
+def test_kv_cache_backend_generates_the_rollouts(tmp_path, random_policy, verifier, monkeypatch):
+    from conspo.rollout import HFGenerator, KVCacheGenerator
+
+    calls = {"kv": 0}
+    original = KVCacheGenerator.generate
+
+    def counting(self, *args, **kwargs):
+        calls["kv"] += 1
+        return original(self, *args, **kwargs)
+
+    def forbidden(self, *args, **kwargs):
+        raise AssertionError("rollout.backend=kv_cache must not call HF generate")
+
+    monkeypatch.setattr(KVCacheGenerator, "generate", counting)
+    monkeypatch.setattr(HFGenerator, "generate", forbidden)
+    trainer = make_trainer(tmp_path, random_policy, "rollout.backend=kv_cache", "seed=3")
+    trainer.reward_fn = FakeRewardFn(verifier)
+    metrics = trainer.step()
+    assert calls["kv"] >= 1
+    assert metrics["groups/kept"] > 0

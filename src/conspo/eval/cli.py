@@ -87,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     r = parser.add_argument_group("running")
     r.add_argument("--batch-size", type=int, default=32, help="completions per generate call (default: 32)")
+    r.add_argument(
+        "--backend",
+        choices=["hf", "kv_cache"],
+        default="hf",
+        help="generation backend: hf (model.generate) or kv_cache (a bare KV-cache loop) (default: hf)",
+    )
     r.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: auto)")
     r.add_argument(
         "--dtype", default="auto", help="float32, bfloat16 ... (default: bf16 on CUDA, fp32 on CPU)"
@@ -242,7 +248,7 @@ def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callab
     from conspo.eval.models import default_template, load_model
     from conspo.eval.report import ModelReport
     from conspo.eval.runner import evaluate_problems
-    from conspo.rollout import HFGenerator
+    from conspo.rollout import make_generator
 
     cache_dir = Path(args.cache_dir or Path(args.output_dir) / "cache")
     reports = []
@@ -251,7 +257,7 @@ def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callab
         started = time.perf_counter()
         model, tokenizer = load_model(spec, args.device, args.dtype, args.trust_remote_code)
         log(f"[eval] {spec.label}: loaded {spec.path} in {time.perf_counter() - started:.1f}s")
-        generator = HFGenerator(model, tokenizer, batch_size=args.batch_size)
+        generator = make_generator(model, tokenizer, backend=args.backend, batch_size=args.batch_size)
         template = plan.template or default_template(spec.path)
         cache = None if args.no_cache else SampleCache(cache_dir / f"{fingerprint}.jsonl", fingerprint)
         report = ModelReport(spec.label, spec.path, fingerprint)

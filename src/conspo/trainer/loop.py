@@ -190,7 +190,7 @@ class Trainer:
     def _sample_round(self, step: int, attempt: int, timer: PhaseTimer) -> tuple[Rows, dict[str, float]]:
         """Generate and verify this process's share of P prompts x G completions (one round)."""
         from conspo.data import render_prompt
-        from conspo.rollout import HFGenerator, SamplingParams
+        from conspo.rollout import SamplingParams, make_generator
 
         cfg, dist = self.cfg, self.dist
         P, G = cfg.batch.prompts_per_step, cfg.batch.group_size
@@ -205,7 +205,12 @@ class Trainer:
             max_new_tokens=cfg.rollout.max_new_tokens,
             seed=_step_seed(cfg.seed, step, dist.rank, salt=attempt),
         )
-        generator = HFGenerator(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size or local * G)
+        generator = make_generator(
+            self.model,
+            self.tokenizer,
+            backend=cfg.rollout.backend,
+            batch_size=cfg.rollout.batch_size or local * G,
+        )
         with timer("generate"), self._autocast():
             rollouts = generator.generate(prompts, n=G, params=params)
         with timer("verify"):
@@ -549,7 +554,7 @@ class Trainer:
     def evaluate(self, problems: list[Any] | None = None) -> dict[str, float]:
         """avg@k and pass@k on held-out problems (conspo.eval); each process takes a share, sums are reduced."""
         from conspo.eval import evaluate_problems
-        from conspo.rollout import HFGenerator, SamplingParams
+        from conspo.rollout import SamplingParams, make_generator
 
         cfg, dist = self.cfg, self.dist
         problems = self.eval_problems if problems is None else problems
@@ -563,7 +568,12 @@ class Trainer:
                 max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                 seed=_step_seed(cfg.seed, 0, dist.rank, salt=10_000),  # the same draws at every evaluation
             )
-            generator = HFGenerator(self.model, self.tokenizer, batch_size=cfg.rollout.batch_size or 256)
+            generator = make_generator(
+                self.model,
+                self.tokenizer,
+                backend=cfg.rollout.backend,
+                batch_size=cfg.rollout.batch_size or 256,
+            )
             with self._autocast():
                 result = evaluate_problems(
                     generator,
