@@ -41,7 +41,7 @@ from transformers import AutoTokenizer
 from conspo.config import load_config
 from conspo.data import load_problems, render_prompt
 from conspo.integrations.trl import ConSPOTrainer, conspo_config_from_train_config
-from conspo.rewards import RewardConfig, build_reward_fn
+from conspo.rewards import build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig
 
 SHOWN = (  # --print-config: the ConSPOConfig fields the recipe decides
@@ -106,11 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg.model.tokenizer or model_path, trust_remote_code=cfg.model.trust_remote_code
     )
     dataset = load_dataset(cfg, tokenizer)
-    # conspo's process-isolated verifier; TRL passes the 'answer' column by name, RewardFunction accepts it.
-    reward_cfg = cfg.reward
-    if not isinstance(reward_cfg, RewardConfig):  # older TrainConfig: its own reward section
-        reward_cfg = RewardConfig(num_workers=reward_cfg.num_workers, timeout=reward_cfg.timeout)
-    reward_fn = build_reward_fn(reward_cfg)
+    # conspo's process-isolated verifier (cfg.reward is a conspo.rewards.RewardConfig: workers, timeout, custom
+    # verifier); TRL passes the 'answer' column by name, which RewardFunction accepts.
+    reward_fn = build_reward_fn(cfg.reward)
     try:
         trainer = ConSPOTrainer(
             model=model_path,  # TRL loads it (ZeRO-3 / FSDP aware) with trl_args.model_init_kwargs

@@ -4,7 +4,7 @@ python scripts/gen_recipes.py            # (re)write the recipes
 python scripts/gen_recipes.py --check    # exit 1 if a committed recipe differs from what this script writes
 
 One script writes every recipe so that every objective of a setting shares the setting exactly: only the
-``objective`` section (and DAPO's own dynamic sampling) differs. Each value the paper states quotes it in a
+``objective`` section (and DAPO's own dynamic sampling and overlong reward shaping) differs. Each value the paper states quotes it in a
 comment (section of arXiv 2605.12969 v3); each value it leaves out says ``INFERRED:`` and why
 (shared/reference/conspo-paper.md sections 6.5 and 14.6; DisCO's public scripts for G, batch and no KL).
 """
@@ -24,7 +24,6 @@ DAPO17K_ROWS = (
     17_398  # open-r1's deduplicated English DAPO-Math-17k (the copy conspo.data names dapo_math_17k)
 )
 PROMPTS = 128
-DAPO_OVERLONG = False  # DAPO recipes carry DAPO's overlong reward shaping (reward.overlong_*)
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ OBJECTIVES: dict[str, tuple[list[str], dict[str, str], str]] = {
             "dynamic_sampling": 'true  # "dynamic sampling" is part of the DAPO baseline (§5.1)',
             "max_sampling_tries": "3  # INFERRED: cap on extra generate rounds per step",
         },
-        "DAPO: clip-higher, token-level loss, dynamic sampling (overlong reward shaping: not in conspo yet)",
+        "DAPO: clip-higher, token-level loss, dynamic sampling, soft overlong punishment",
     ),
     "dr_grpo": (
         [
@@ -242,6 +241,29 @@ OBJECTIVES: dict[str, tuple[list[str], dict[str, str], str]] = {
     ),
 }
 
+
+def _dapo_overlong(setting: Setting) -> list[str]:
+    """DAPO's soft overlong punishment (DAPO Eq. 13) as reward.overlong_* lines for this setting's length."""
+    budget = setting.max_new_tokens
+    cache = budget // 2
+    cache_note = (
+        "INFERRED: half the budget, as verl's 8K DAPO script (recipe/dapo/test_dapo_7b_math.sh: "
+        "max_response_length 8192, overlong_buffer len 4096; DAPO's own 4096 of 20480)"
+    )
+    return [
+        f"overlong_max_len: {budget}  # DAPO's soft overlong punishment (DAPO Eq. 13), part of the DAPO baseline "
+        "(§5.1): L_max; DAPO uses 20480 = 16384 + a 4096 cache. INFERRED: L_max = this setting's response "
+        "budget (rollout.max_new_tokens), as verl's DAPO recipe (max_resp_len = max_response_length)",
+        f"overlong_buffer_len: {cache}  # L_cache, the penalty ramps from 0 at L_max - L_cache to -1 at L_max; "
+        + cache_note,
+        "overlong_penalty_factor: 1.0  # DAPO's -1 at L_max (verl's DAPO recipe: penalty_factor 1.0)",
+    ]
+
+
+# Reward lines an objective adds to the shared `reward` section (DAPO's overlong reward shaping).
+REWARD_EXTRA = {"dapo": _dapo_overlong}
+
+
 # Table 6: each ablation changes one thing of full ConSPO (1.5B, DeepScaleR).
 ABLATIONS: dict[str, tuple[str, str, str]] = {
     "conspo-linear-credit": (
@@ -285,7 +307,7 @@ def _launch(setting: Setting, rel: str, objective: str) -> list[str]:
     if objective == "dapo":
         lines.append(
             "#         (TRL has no dynamic sampling or reward shaping: add batch.dynamic_sampling=false"
-            + (" reward.overlong_max_len=null)" if DAPO_OVERLONG else ")")
+            " reward.overlong_max_len=null)"
         )
     lines.append("#         see docs/guide.md, 'Distributed runs' (verl: docs/integrations.md).")
     return lines
@@ -335,6 +357,7 @@ def render(
         "reward:",
         "  num_workers: 8  # INFERRED: verifier processes",
         "  timeout: 5.0  # INFERRED: seconds per verification",
+        *(f"  {line}" for line in REWARD_EXTRA.get(objective, lambda _: [])(setting)),
         "",
         "objective:",
         f"  name: {objective}",

@@ -109,14 +109,12 @@ def test_unsupported_values_are_refused_together_with_what_to_set():
         mapped(dapo, 32)
     message = str(caught.value)
     assert "batch.dynamic_sampling=true" in message and "set batch.dynamic_sampling=false" in message
-    assert "stop_after" in message
+    assert "stop_after" in message and "set reward.overlong_max_len=null" in message  # DAPO's shaping
     shaped = recipe("r1-qwen-1.5b-deepscaler/conspo.yaml", "reward.format_reward=0.1")
     with pytest.raises(ValueError, match="reward.overlong_max_len / reward.format_reward"):
         mapped(shaped, 8)
     # turned off as the message says, DAPO maps (clip-higher through objective_kwargs)
-    off = ["batch.dynamic_sampling=false"]
-    if getattr(dapo.reward, "overlong_max_len", None) is not None:
-        off.append("reward.overlong_max_len=null")
+    off = ["batch.dynamic_sampling=false", "reward.overlong_max_len=null"]
     args = mapped(recipe("r1-qwen-7b-deepscaler/dapo.yaml", *off), 32)
     assert args.objective == "dapo" and args.objective_kwargs == {"eps_low": 0.2, "eps_high": 0.28}
     # the batch must split over the processes as conspo train requires
@@ -141,7 +139,7 @@ def test_the_mapping_tables_name_every_train_config_field():
 def test_every_shipped_recipe_maps(path):
     cfg = load_config(TrainConfig, path, [])
     off = [] if not cfg.batch.dynamic_sampling else ["batch.dynamic_sampling=false"]
-    if getattr(cfg.reward, "overlong_max_len", None) is not None:  # DAPO's overlong reward shaping
+    if cfg.reward.overlong_max_len is not None:  # DAPO's overlong reward shaping
         off.append("reward.overlong_max_len=null")
     cfg = load_config(TrainConfig, path, off)
     args = mapped(cfg, num_processes=8)

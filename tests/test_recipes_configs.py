@@ -119,6 +119,8 @@ def _setting(path: Path) -> dict:
     cfg.pop("run_name")
     cfg["batch"].pop("dynamic_sampling")  # DAPO's own dynamic sampling is part of that baseline
     cfg["batch"].pop("max_sampling_tries", None)
+    for key in ("overlong_max_len", "overlong_buffer_len", "overlong_penalty_factor"):  # DAPO's own shaping
+        cfg["reward"].pop(key, None)
     return cfg
 
 
@@ -126,6 +128,27 @@ def test_objectives_of_a_setting_share_everything_else():
     for folder in {p.parent for p in TRAIN_RECIPES}:
         settings = [_setting(p) for p in sorted(folder.glob("*.yaml"))]
         assert all(s == settings[0] for s in settings), folder.name
+
+
+def test_dapo_recipes_use_dapos_overlong_reward_shaping():
+    for path in TRAIN_RECIPES:
+        cfg = yaml.safe_load(path.read_text())
+        reward = cfg["reward"]
+        if cfg["objective"]["name"] != "dapo":
+            assert not any(key.startswith("overlong") for key in reward), path
+            continue
+        budget = cfg["rollout"]["max_new_tokens"]  # L_max = the response budget, L_cache = half of it
+        assert reward["overlong_max_len"] == budget, path
+        assert reward["overlong_buffer_len"] == budget // 2 and reward["overlong_penalty_factor"] == 1.0, path
+        assert "not in conspo" not in path.read_text()
+    from conspo.config import load_config
+    from conspo.rewards import overlong_penalty
+    from conspo.trainer.config import TrainConfig
+
+    r = load_config(TrainConfig, RECIPES / "r1-qwen-1.5b-deepscaler" / "dapo.yaml", []).reward
+    assert (r.overlong_max_len, r.overlong_buffer_len, r.overlong_penalty_factor) == (8192, 4096, 1.0)
+    penalty = [overlong_penalty(n, r.overlong_max_len, r.overlong_buffer_len) for n in (4096, 6144, 8192)]
+    assert penalty == [0.0, -0.5, -1.0]
 
 
 def test_ablations_change_one_thing_of_full_conspo():

@@ -522,7 +522,8 @@ TRAIN_CONFIG_NOT_MAPPED: dict[str, str] = {
     "launcher (examples/train_trl.py): the model, the problems and prompt template, the verifier reward",
     "eval.*, data.eval, data.eval_split, checkpoint.save_best": "no periodic evaluation (TRL's samples at the "
     "training temperature): evaluate the saved checkpoints with `conspo eval`",
-    "rollout.batch_size": "memory only: TRL generates a process's share of a generation batch at once",
+    "rollout.batch_size, rollout.backend": "generation is TRL's own (model.generate or vLLM, a process's share of "
+    "a generation batch at once)",
     "model.ref_model": "only loaded for a KL term, which ConSPOTrainer refuses (objective kl_coef > 0)",
     "batch.max_sampling_tries": "only used with dynamic sampling (refused)",
     "logging.jsonl, logging.plot, logging.wandb_project": "TRL logs through report_to (and trainer_state.json "
@@ -549,8 +550,7 @@ def _refusals(cfg: TrainConfig) -> list[str]:
         )
     if cfg.stop_after is not None:
         problems.append("stop_after: not supported by the TRL path; set stop_after=null (or lower steps)")
-    reward = cfg.reward
-    if getattr(reward, "overlong_max_len", None) is not None or getattr(reward, "format_reward", 0.0):
+    if cfg.reward.overlong_max_len is not None or cfg.reward.format_reward:
         problems.append(
             "reward.overlong_max_len / reward.format_reward: ConSPOTrainer labels a rollout positive when its "
             "reward is > label_threshold, so a shaped reward would change the labels (conspo train labels from "
