@@ -1,4 +1,4 @@
-"""Shared test set-up: offline hub, quiet tokenizers, and the path to the shared benchmark data."""
+"""Shared test set-up: offline hub, quiet tokenizers, the path to the shared benchmark data, trainer fixtures."""
 
 from __future__ import annotations
 
@@ -35,3 +35,20 @@ def testbed_policy_dir() -> Path:
     from conspo.testbed import ensure_testbed_policy
 
     return ensure_testbed_policy()
+
+
+@pytest.fixture(scope="module")
+def random_policy(tmp_path_factory) -> Path:
+    """A randomly initialised tiny Llama with the testbed's tokenizer (no warm start needed), one per module."""
+    from trainer_support import save_random_policy
+
+    return save_random_policy(tmp_path_factory.mktemp("policy"))
+
+
+@pytest.fixture()
+def parity_math_verifier(monkeypatch):
+    """The trainer's reward function scores with :class:`trainer_support.ParityVerifier` (no math-verify)."""
+    import conspo.rewards
+    from trainer_support import ParityVerifier
+
+    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", ParityVerifier)

@@ -6,39 +6,14 @@ import json
 
 import pytest
 
-from conspo.rewards import Verdict
-
-
-class _ParityVerifier:
-    """Even-length completions are correct: mixed groups from a random policy, deterministic."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def close(self):
-        pass
-
-    def verify_batch(self, completions, answers):
-        ok = [len(c) % 2 == 0 for c in completions]
-        return [Verdict(reward=float(c), correct=c, extracted=None, reason="exact") for c in ok]
+from trainer_support import save_random_policy
 
 
 @pytest.mark.slow
-def test_train_command_writes_a_complete_run_folder(tmp_path, monkeypatch, capsys):
-    import conspo.rewards
+def test_train_command_writes_a_complete_run_folder(tmp_path, parity_math_verifier, capsys):
     from conspo.cli import main
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
 
-    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
-    tokenizer = build_char_tokenizer()
-    build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
-    tokenizer.save_pretrained(tmp_path / "policy")
+    save_random_policy(tmp_path / "policy")
     config = tmp_path / "run.yaml"
     config.write_text(
         "steps: 3\nbatch:\n  prompts_per_step: 4\n  group_size: 4\nrollout:\n  max_new_tokens: 12\n"
@@ -83,15 +58,10 @@ def test_train_command_writes_a_complete_run_folder(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.slow
-def test_train_command_resume_continues_a_stopped_run(tmp_path, monkeypatch):
-    import conspo.rewards
+def test_train_command_resume_continues_a_stopped_run(tmp_path, parity_math_verifier):
     from conspo.cli import main
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
 
-    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
-    tokenizer = build_char_tokenizer()
-    build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
-    tokenizer.save_pretrained(tmp_path / "policy")
+    save_random_policy(tmp_path / "policy")
     args = [
         "train",
         "steps=3",

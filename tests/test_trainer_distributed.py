@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from trainer_support import SMALL, child_env, save_random_policy
+
 SCRIPT = textwrap.dedent(
     """
     import hashlib, json, sys
     import conspo.rewards
     from conspo.config import load_config
-    from conspo.rewards import Verdict
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
     from conspo.trainer.config import TrainConfig
     from conspo.trainer.loop import Trainer
-
-    class ParityVerifier:  # even-length completions are correct: mixed groups from a random policy
-        def __init__(self, *args, **kwargs): pass
-        def __enter__(self): return self
-        def __exit__(self, *exc): return None
-        def close(self): pass
-        def verify_batch(self, completions, answers):
-            return [Verdict(float(len(c) % 2 == 0), len(c) % 2 == 0, None, "exact") for c in completions]
+    from trainer_support import ParityVerifier  # the tests folder is on PYTHONPATH (child_env)
 
     conspo.rewards.reward_fn.MathVerifier = ParityVerifier
     out, overrides = sys.argv[1], sys.argv[2:]
@@ -44,34 +36,21 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_cpu_processes_stay_in_sync(tmp_path):
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
-
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    tokenizer = build_char_tokenizer()
-    build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
-    tokenizer.save_pretrained(tmp_path / "policy")
+    save_random_policy(tmp_path / "policy")
     overrides = [
         "steps=2",
         "seed=1",
-        "batch.prompts_per_step=4",  # 2 prompts (whole groups) per process
-        "batch.group_size=4",
+        *SMALL,  # 4 prompts per step: 2 (whole groups) per process
         "batch.micro_batch_size=2",
-        "rollout.max_new_tokens=16",
         "eval.at_start=false",
-        "eval.max_problems=4",
-        "eval.samples=1",
-        "logging.tensorboard=false",
-        "logging.progress=false",
-        "logging.plot=false",
-        "checkpoint.save_best=false",
         "checkpoint.save_final=false",
-        "num_threads=1",
         f"output_dir={tmp_path}",
         "run_name=ddp",
         f"model.name_or_path={tmp_path / 'policy'}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
         "-m",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conspo.config import load_config
-from conspo.trainer.config import TrainConfig
 from conspo.trainer.loop import train
+from trainer_support import QUIET, train_config
 
 # Same seed, same held-out problems and the same evaluation draws for every run.
 RUN = [
@@ -20,19 +19,14 @@ RUN = [
     "eval.samples=4",
     "eval.at_start=false",
     "eval.every=0",
-    "logging.tensorboard=false",
-    "logging.progress=false",
-    "logging.plot=false",
-    "checkpoint.save_best=false",
+    *QUIET,
     "checkpoint.save_final=false",
-    "num_threads=1",
 ]
 MARGIN = 0.08  # absolute avg@4 points the trained policy must beat the control by
 
 
 def _after(tmp_path, name: str, *extra: str) -> float:
-    cfg = load_config(TrainConfig, None, [*RUN, f"output_dir={tmp_path}", f"run_name={name}", *extra])
-    result = train(cfg)
+    result = train(train_config(tmp_path, *extra, run_name=name, base=RUN))
     assert result.eval_after is not None
     return result.eval_after
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conspo.config import load_config
-from conspo.rewards import Verdict
 from conspo.trainer.checkpoint import latest_checkpoint
 from conspo.trainer.config import TrainConfig
 from conspo.trainer.loop import Trainer
+from trainer_support import QUIET, child_env, save_random_policy, train_config
 
 RUN = [
     "steps=4",
@@ -24,56 +24,19 @@ RUN = [
     "eval.at_start=false",
     "eval.max_problems=2",
     "eval.samples=1",
-    "logging.tensorboard=false",
-    "logging.progress=false",
-    "logging.plot=false",
-    "checkpoint.save_best=false",
+    *QUIET,
     "checkpoint.save_final=false",
-    "num_threads=1",
 ]
 
 
-class _ParityVerifier:
-    """Even-length completions are correct: mixed groups from a random policy, deterministic."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def close(self):
-        pass
-
-    def verify_batch(self, completions, answers):
-        ok = [len(c) % 2 == 0 for c in completions]
-        return [Verdict(reward=float(c), correct=c, extracted=None, reason="exact") for c in ok]
-
-
 @pytest.fixture()
-def policy(tmp_path, monkeypatch):
+def policy(tmp_path, parity_math_verifier):
     """A random tiny Llama with the testbed tokenizer, and the parity verifier in place of math-verify."""
-    import conspo.rewards
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
-
-    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
-    tokenizer = build_char_tokenizer()
-    build_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "policy")
-    tokenizer.save_pretrained(tmp_path / "policy")
-    return tmp_path / "policy"
+    return save_random_policy(tmp_path / "policy")
 
 
 def _cfg(tmp_path, name: str, *extra: str) -> TrainConfig:
-    overrides = [
-        *RUN,
-        f"output_dir={tmp_path}",
-        f"run_name={name}",
-        f"model.name_or_path={tmp_path / 'policy'}",
-    ]
-    return load_config(TrainConfig, None, [*overrides, *extra])
+    return train_config(tmp_path, *extra, policy=tmp_path / "policy", run_name=name, base=RUN)
 
 
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, policy):
@@ -112,17 +75,9 @@ KILLED_RUN = """
 import sys
 import conspo.rewards
 from conspo.config import load_config
-from conspo.rewards import Verdict
 from conspo.trainer.config import TrainConfig
 from conspo.trainer.loop import train
-
-class ParityVerifier:
-    def __init__(self, *args, **kwargs): pass
-    def __enter__(self): return self
-    def __exit__(self, *exc): return None
-    def close(self): pass
-    def verify_batch(self, completions, answers):
-        return [Verdict(float(len(c) % 2 == 0), len(c) % 2 == 0, None, "exact") for c in completions]
+from trainer_support import ParityVerifier  # the tests folder is on PYTHONPATH (child_env)
 
 conspo.rewards.reward_fn.MathVerifier = ParityVerifier
 train(load_config(TrainConfig, None, sys.argv[1:]))
@@ -147,6 +102,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, policy):
         [sys.executable, str(script), *overrides, "run_name=killed", "checkpoint.every=1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=child_env(),
     )
     run_dir = tmp_path / "killed"
     deadline = time.monotonic() + 240

@@ -14,20 +14,10 @@ from conspo.config import ConfigError, load_config
 from conspo.rewards import Verdict, overlong_penalty
 from conspo.trainer.config import TrainConfig
 from conspo.trainer.loop import PhaseTimer, Trainer
+from trainer_support import SMALL, make_trainer, train_config
 
-SMALL = [
-    "batch.prompts_per_step=4",
-    "batch.group_size=4",
-    "rollout.max_new_tokens=16",
-    "eval.max_problems=4",
-    "eval.samples=1",
-    "logging.tensorboard=false",
-    "logging.progress=false",
-    "logging.plot=false",
-    "checkpoint.save_best=false",
-    "checkpoint.save_final=false",
-    "num_threads=1",
-]
+# Every run here: SMALL without the final save.
+RUN = [*SMALL, "checkpoint.save_final=false"]
 
 # A user's verifier module: even-length completions are correct (mixed groups from a random policy).
 PARITY_MODULE = textwrap.dedent(
@@ -36,17 +26,6 @@ PARITY_MODULE = textwrap.dedent(
         return len(completion) % 2 == 0
     """
 )
-
-
-@pytest.fixture(scope="module")
-def random_policy(tmp_path_factory):
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
-
-    folder = tmp_path_factory.mktemp("policy")
-    tokenizer = build_char_tokenizer()
-    build_tiny_model(tokenizer, seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture()
@@ -72,11 +51,7 @@ def test_custom_verifier_from_yaml_decides_the_rewards_of_a_training_run(
 ):
     config = tmp_path / "run.yaml"
     config.write_text(f"steps: 2\nseed: 3\nreward:\n  custom_verifier: '{user_module}'\n  num_workers: 1\n")
-    cfg = load_config(
-        TrainConfig,
-        config,
-        [*SMALL, f"output_dir={tmp_path}", "run_name=custom", f"model.name_or_path={random_policy}"],
-    )
+    cfg = train_config(tmp_path, policy=random_policy, run_name="custom", base=RUN, config_file=config)
     assert cfg.reward.custom_verifier == user_module
     trainer = Trainer(cfg)
     seen: list[tuple[list[str], list[Verdict]]] = []
@@ -160,28 +135,10 @@ def test_reward_config_errors_name_the_trainer_field(override, field, capsys):
     assert info.value.field == field
 
 
-class _ParityVerifier:
-    """Even-length completions are correct (no worker processes)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def close(self):
-        pass
-
-    def verify_batch(self, completions, answers):
-        ok = [len(c) % 2 == 0 for c in completions]
-        return [Verdict(reward=float(c), correct=c, extracted=None, reason="custom") for c in ok]
-
-
-def test_overlong_penalty_changes_rewards_but_not_labels(tmp_path, random_policy, monkeypatch):
-    import conspo.rewards
-
-    monkeypatch.setattr(conspo.rewards.reward_fn, "MathVerifier", _ParityVerifier)
-    common = [*SMALL, "seed=3", f"model.name_or_path={random_policy}", f"output_dir={tmp_path}"]
+def test_overlong_penalty_changes_rewards_but_not_labels(tmp_path, random_policy, parity_math_verifier):
     shaping = ["reward.overlong_max_len=8", "reward.overlong_buffer_len=4"]
-    plain = Trainer(load_config(TrainConfig, None, [*common, "run_name=plain"]))
-    shaped = Trainer(load_config(TrainConfig, None, [*common, "run_name=shaped", *shaping]))
+    plain = make_trainer(tmp_path, random_policy, "seed=3", run_name="plain", base=RUN)
+    shaped = make_trainer(tmp_path, random_policy, "seed=3", *shaping, run_name="shaped", base=RUN)
     rows_plain, _ = plain._sample_round(0, 0, PhaseTimer())
     rows_shaped, _ = shaped._sample_round(0, 0, PhaseTimer())
     lengths = rows_plain.lengths
@@ -212,7 +169,7 @@ def test_train_eval_overlap_is_warned_once_with_the_count(tmp_path, random_polic
     for name, items in (("train.jsonl", train), ("eval.jsonl", evals)):
         (tmp_path / name).write_text("".join(json.dumps(x) + "\n" for x in items))
     overrides = [
-        *SMALL,
+        *RUN,
         f"model.name_or_path={random_policy}",
         f"output_dir={tmp_path}",
         "run_name=overlap",

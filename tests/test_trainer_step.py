@@ -7,45 +7,10 @@ import json
 import pytest
 import torch
 
-from conspo.config import load_config
 from conspo.rewards import RewardFunction, Verdict
-from conspo.trainer.config import TrainConfig
 from conspo.trainer.loop import Trainer
 from conspo.trainer.rows import Rows, sequence_forward
-
-SMALL = [
-    "batch.prompts_per_step=4",
-    "batch.group_size=4",
-    "rollout.max_new_tokens=16",
-    "eval.max_problems=4",
-    "eval.samples=1",
-    "logging.tensorboard=false",
-    "logging.progress=false",
-    "logging.plot=false",
-    "checkpoint.save_best=false",
-    "num_threads=1",
-]
-
-
-@pytest.fixture(scope="module")
-def random_policy(tmp_path_factory):
-    """A randomly initialised tiny Llama with the testbed's tokenizer (no warm start needed)."""
-    from conspo.testbed import build_char_tokenizer, build_tiny_model
-
-    folder = tmp_path_factory.mktemp("policy")
-    tokenizer = build_char_tokenizer()
-    build_tiny_model(tokenizer, seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def make_trainer(tmp_path, policy, *overrides: str) -> Trainer:
-    cfg = load_config(
-        TrainConfig,
-        None,
-        [*SMALL, f"output_dir={tmp_path}", "run_name=t", f"model.name_or_path={policy}", *overrides],
-    )
-    return Trainer(cfg)
+from trainer_support import ParityVerifier, StandInVerifier, make_trainer
 
 
 class FakeRewardFn(RewardFunction):
@@ -60,31 +25,9 @@ class FakeRewardFn(RewardFunction):
         return self.fake
 
 
-class _ParityVerifier:
-    """Labels a completion correct when its length is even: mixed groups from any policy, deterministic."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def close(self):
-        pass
-
-    def verify_batch(self, completions, answers):
-        return [
-            Verdict(reward=float(len(c) % 2 == 0), correct=len(c) % 2 == 0, extracted=None, reason="exact")
-            for c in completions
-        ]
-
-
 @pytest.fixture()
 def verifier():
-    return _ParityVerifier()
+    return ParityVerifier()
 
 
 def _step_gradients(trainer: Trainer, verifier) -> tuple[list[torch.Tensor], dict[str, float]]:
@@ -134,20 +77,8 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path, random_policy, ve
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
-class _AllCorrect:
+class _AllCorrect(StandInVerifier):
     """A verifier that calls every completion correct: every group is all-correct."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def close(self):
-        pass
 
     def verify_batch(self, completions, answers):
         return [Verdict(reward=1.0, correct=True, extracted="1", reason="exact") for _ in completions]
@@ -195,7 +126,7 @@ def test_row_subsets_score_like_the_full_batch(tmp_path, random_policy):
             assert int(mask[idx].sum(-1).max()) == T  # right padding trimmed
 
 
-class _FirstRoundAllCorrect(_ParityVerifier):
+class _FirstRoundAllCorrect(ParityVerifier):
     """All-correct on the first call (no valid group), parity labels afterwards."""
 
     def __init__(self):
