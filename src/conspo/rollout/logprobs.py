@@ -108,6 +108,35 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def completion_logits(
+    model: Any, batch: CompletionBatch, *, autocast_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, CompletionBatch]:
+    """One forward pass over ``batch``: the logits that predict its completion tokens, ``[B, T, V]``.
+
+    The shared forward of :func:`completion_logprobs` and the trainer's ``sequence_forward`` (not exported).
+    Returns the logits with ``batch`` moved to the model's device. Gradients flow unless called under
+    ``torch.no_grad()``; with ``autocast_dtype`` the forward runs under ``torch.autocast`` in that dtype.
+    """
+    device = next(model.parameters()).device
+    batch = batch.to(device)
+    length = batch.completion_ids.shape[1]
+    kwargs: dict[str, Any] = {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids,
+        "use_cache": False,
+    }
+    if _accepts_logits_to_keep(model):
+        # Only the T+1 last positions feed the loss: skip the lm_head on the prompt.
+        kwargs["logits_to_keep"] = length + 1
+    if autocast_dtype is not None:
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+            logits = model(**kwargs).logits  # [B, T+1 or P+T, V]
+    else:
+        logits = model(**kwargs).logits  # [B, T+1 or P+T, V]
+    return logits[:, -(length + 1) : -1], batch  # [B, T, V]: column P+t-1 predicts completion token t
+
+
 def completion_logprobs(
     model: Any,
     rollouts_or_ids: Sequence[Rollout] | Sequence[tuple[Sequence[int], Sequence[int]]] | CompletionBatch,
@@ -129,20 +158,7 @@ def completion_logprobs(
         if isinstance(rollouts_or_ids, CompletionBatch)
         else build_completion_batch(rollouts_or_ids, pad_token_id)
     )
-    device = next(model.parameters()).device
-    batch = batch.to(device)
-    length = batch.completion_ids.shape[1]
-    kwargs: dict[str, Any] = {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "position_ids": batch.position_ids,
-        "use_cache": False,
-    }
-    if _accepts_logits_to_keep(model):
-        # Only the T+1 last positions feed the loss: skip the lm_head on the prompt.
-        kwargs["logits_to_keep"] = length + 1
-    logits = model(**kwargs).logits  # [B, T+1 or P+T, V]
-    logits = logits[:, -(length + 1) : -1]  # [B, T, V]: column P+t-1 predicts completion token t
+    logits, batch = completion_logits(model, batch)
     token_logps = selected_token_logprobs(logits, batch.completion_ids, temperature)
     mask = batch.completion_mask
     return token_logps.masked_fill(~mask, 0.0), mask

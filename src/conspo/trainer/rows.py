@@ -8,7 +8,6 @@ and per-token tensors computed on the whole batch (old and reference log-probs) 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from conspo.rollout import CompletionBatch, Rollout, build_completion_batch, selected_token_logprobs
+from conspo.rollout.logprobs import completion_logits
 
 __all__ = ["Rows", "sequence_forward"]
 
@@ -112,13 +112,6 @@ class Rows:
         return Rows(tokens=build_completion_batch(pairs, pad_token_id), **cat)
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def sequence_forward(
     model: Any,
     tokens: CompletionBatch,
@@ -132,23 +125,7 @@ def sequence_forward(
     Gradients flow unless called under ``torch.no_grad()``. Logits are scaled by the sampling temperature
     (the distribution the rollouts came from). Entropy is computed row by row to bound memory.
     """
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    length = tokens.completion_ids.shape[1]
-    kwargs: dict[str, Any] = {
-        "input_ids": tokens.input_ids,
-        "attention_mask": tokens.attention_mask,
-        "position_ids": tokens.position_ids,
-        "use_cache": False,
-    }
-    if _accepts_logits_to_keep(model):
-        kwargs["logits_to_keep"] = length + 1  # only the completion positions feed the loss
-    if autocast_dtype is not None:
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-            logits = model(**kwargs).logits
-    else:
-        logits = model(**kwargs).logits
-    logits = logits[:, -(length + 1) : -1]  # [B, T, V]: column P+t-1 predicts completion token t
+    logits, tokens = completion_logits(model, tokens, autocast_dtype=autocast_dtype)  # [B, T, V]
     mask = tokens.completion_mask
     token_logps = selected_token_logprobs(logits, tokens.completion_ids, temperature).masked_fill(~mask, 0.0)
     entropy = None
