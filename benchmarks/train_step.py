@@ -212,6 +212,7 @@ def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     cfg.rollout.max_new_tokens = args.max_new_tokens
     cfg.rollout.temperature = 1.0
     cfg.rollout.top_p = 1.0
+    cfg.rollout.backend = args.backend
     cfg.batch.update_mode = args.update_mode
     cfg.batch.filter_groups = not args.no_filter
     cfg.reward.num_workers = 1
@@ -499,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
         help="conspo's batch.update_mode (decomposed, the default; coupled: one objective(batch) call per mini-batch)",
     )
     parser.add_argument(
+        "--backend",
+        choices=("hf", "kv_cache"),
+        default="hf",
+        help="conspo's rollout.backend (hf: model.generate like TRL; kv_cache: the bare KV-cache loop)",
+    )
+    parser.add_argument(
         "--two-pass",
         action="store_true",
         help="conspo: always a separate no-grad credit forward (the trainer otherwise takes the credit from the "
@@ -529,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--seed={args.seed}",
         f"--reward={args.reward}",
         f"--update-mode={args.update_mode}",
+        f"--backend={args.backend}",
         f"--clock={args.clock}",
         *(["--no-filter"] if args.no_filter else []),
         *(["--two-pass"] if args.two_pass else []),
@@ -540,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"train step benchmark: device={args.device} model={args.model_config} P={args.prompts} "
         f"G={args.group_size} max_new_tokens={args.max_new_tokens} threads={args.threads} reward={args.reward} "
-        f"update_mode={args.update_mode} two_pass={args.two_pass} filter_groups={not args.no_filter} clock={args.clock} "
+        f"update_mode={args.update_mode} backend={args.backend} two_pass={args.two_pass} filter_groups={not args.no_filter} clock={args.clock} "
         f"steps={args.steps}+{args.warmup} warmup x {args.rounds} rounds; {platform.platform()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
