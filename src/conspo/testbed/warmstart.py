@@ -271,6 +271,8 @@ def ensure_testbed_policy(
         if (target / INFO_FILE).exists():
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{config.cache_key}-", dir=root))
+        if log is not None:
+            log(f"building the testbed policy once (about a minute on 2 CPU cores), cached in {target}")
         try:
             warm_start(config, tmp, log=log)
             if target.exists():

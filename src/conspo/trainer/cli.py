@@ -75,8 +75,12 @@ def run(args: argparse.Namespace) -> int:
         print(format_plan(build_plan(cfg, _num_processes())))
         return 0
 
+    from transformers.utils import logging as hf_logging
+
     from conspo.trainer.loop import Trainer
 
+    # transformers draws a bar per checkpoint save/load; the trainer's own progress line says enough.
+    hf_logging.disable_progress_bar()
     trainer = Trainer(cfg, resume=args.resume)
     result = trainer.run()
     if trainer.dist.is_main:

@@ -56,7 +56,7 @@ def load_policy(cfg: TrainConfig, dist: Distributed) -> tuple[Any, Any, str]:
         if cfg.data.testbed_difficulty is not None:
             kwargs["difficulty"] = cfg.data.testbed_difficulty
         if dist.is_main:  # build (once) before the other processes read it
-            path = str(ensure_testbed_policy(**kwargs))
+            path = str(ensure_testbed_policy(log=lambda msg: print(f"[testbed] {msg}", flush=True), **kwargs))
         dist.barrier()
         if not dist.is_main:
             path = str(ensure_testbed_policy(**kwargs))
