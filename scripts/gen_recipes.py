@@ -45,6 +45,37 @@ class Setting:
     launch: str  # accelerate config under recipes/accelerate/
 
 
+def _r1_distill_deepscaler(
+    folder: str,
+    title: str,
+    model: str,
+    model_note: str,
+    objectives: tuple[str, ...],
+    *,
+    train_note: str = '"DeepScaleR-Preview-Dataset" (§5.1)',
+    epochs: int = 4,
+    epochs_note: str = '"4 epochs" for all methods (§5.1)',
+) -> Setting:
+    """The larger R1-Distill models on DeepScaleR: 8K responses, the 'think' template, ZeRO-3 launch."""
+    return Setting(
+        folder,
+        title,
+        model,
+        model_note,
+        "deepscaler",
+        train_note,
+        DEEPSCALER_ROWS,
+        epochs,
+        epochs_note,
+        8192,
+        '"8K" max response length for the R1-Distill models (§5.1)',
+        "think",
+        "paper App. E template; INFERRED: 'think' for R1-distilled models",
+        objectives,
+        "zero3.yaml",
+    )
+
+
 SETTINGS = (
     Setting(
         "r1-qwen-1.5b-deepscaler",
@@ -115,56 +146,29 @@ SETTINGS = (
         ("conspo", "grpo", "dapo"),
         "ddp.yaml",
     ),
-    Setting(
+    _r1_distill_deepscaler(
         "r1-qwen-7b-deepscaler",
         "DeepSeek-R1-Distill-Qwen-7B on DeepScaleR-Preview (paper Table 2)",
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
         "paper Table 2; trained on four nodes (§5.1), GPU count not stated",
-        "deepscaler",
-        '"DeepScaleR-Preview-Dataset" (§5.1)',
-        DEEPSCALER_ROWS,
-        4,
-        '"4 epochs" for all methods (§5.1)',
-        8192,
-        '"8K" max response length for the R1-Distill models (§5.1)',
-        "think",
-        "paper App. E template; INFERRED: 'think' for R1-distilled models",
         ("conspo", "grpo", "dapo", "dr_grpo", "disco"),
-        "zero3.yaml",
     ),
-    Setting(
+    _r1_distill_deepscaler(
         "r1-llama-8b-deepscaler",
         "DeepSeek-R1-Distill-Llama-8B on DeepScaleR-Preview (paper Table 2)",
         "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
         "paper Table 2; trained on four nodes (§5.1), GPU count not stated",
-        "deepscaler",
-        '"DeepScaleR-Preview-Dataset" (§5.1)',
-        DEEPSCALER_ROWS,
-        4,
-        '"4 epochs" for all methods (§5.1)',
-        8192,
-        '"8K" max response length for the R1-Distill models (§5.1)',
-        "think",
-        "paper App. E template; INFERRED: 'think' for R1-distilled models",
         ("conspo", "grpo", "dapo", "dr_grpo", "disco"),
-        "zero3.yaml",
     ),
-    Setting(
+    _r1_distill_deepscaler(
         "r1-qwen-32b-deepscaler",
         "DeepSeek-R1-Distill-Qwen-32B on DeepScaleR-Preview (paper App. D, Table 9)",
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
         "paper App. D: GRPO vs ConSPO only",
-        "deepscaler",
-        '"same data and hyperparameters as the main runs" (App. D)',
-        DEEPSCALER_ROWS,
-        2,
-        '"2 epochs" for the 32B run (App. D)',
-        8192,
-        '"8K" max response length for the R1-Distill models (§5.1)',
-        "think",
-        "paper App. E template; INFERRED: 'think' for R1-distilled models",
         ("conspo", "grpo"),
-        "zero3.yaml",
+        train_note='"same data and hyperparameters as the main runs" (App. D)',
+        epochs=2,
+        epochs_note='"2 epochs" for the 32B run (App. D)',
     ),
 )
 
