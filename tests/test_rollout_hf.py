@@ -17,6 +17,7 @@ from conspo.rollout import (
     build_completion_batch,
     completion_logprobs,
 )
+from rollout_support import assert_rollout_contract
 
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -96,17 +97,7 @@ def test_layout_order_and_truncation_flags(tokenizer):
     params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=0)
     rollouts = generator.generate(PROMPTS, n=4, params=params)
     assert model.training, "generate must restore the model's previous mode"
-    assert len(rollouts) == len(PROMPTS) * 4
-    assert [r.prompt_index for r in rollouts] == [i for i in range(3) for _ in range(4)]
-    for r in rollouts:
-        assert r.prompt_ids == tokenizer(PROMPTS[r.prompt_index], add_special_tokens=False)["input_ids"]
-        assert tokenizer.pad_token_id not in r.completion_ids
-        if r.truncated:
-            assert len(r.completion_ids) == 6 and eos not in r.completion_ids
-        else:
-            assert r.completion_ids[-1] == eos and eos not in r.completion_ids[:-1]
-        assert r.text == tokenizer.decode(r.completion_ids[: len(r.completion_ids) - (not r.truncated)])
-    assert {r.truncated for r in rollouts} == {True, False}
+    assert_rollout_contract(rollouts, tokenizer, PROMPTS, n=4, max_new_tokens=6)
 
 
 def test_forced_eos_and_never_eos(tokenizer):

@@ -16,6 +16,7 @@ from conspo.rollout import (
     make_generator,
 )
 from conspo.testbed import TinyModelConfig, build_char_tokenizer, build_tiny_model
+from rollout_support import assert_rollout_contract
 
 PROMPTS = ["<s>Q:1+1\nA:", "<s>Q:12+30\nA:", "<s>7", "<s>Q: what is 345+678?\nA:"]  # 4 lengths: left padding
 
@@ -166,16 +167,7 @@ def test_eos_kept_truncation_flags_order_and_mode(tokenizer):
     assert isinstance(generator, GenerationBackend)
     out = generator.generate(PROMPTS[:3], n=4, params=SamplingParams(max_new_tokens=6, seed=0))
     assert model.training, "generate must restore the model's previous mode"
-    assert [r.prompt_index for r in out] == [i for i in range(3) for _ in range(4)]
-    for r in out:
-        assert r.prompt_ids == tokenizer(PROMPTS[r.prompt_index], add_special_tokens=False)["input_ids"]
-        assert tokenizer.pad_token_id not in r.completion_ids
-        if r.truncated:
-            assert len(r.completion_ids) == 6 and eos not in r.completion_ids
-        else:
-            assert r.completion_ids[-1] == eos and eos not in r.completion_ids[:-1]
-        assert r.text == tokenizer.decode(r.completion_ids[: len(r.completion_ids) - (not r.truncated)])
-    assert {r.truncated for r in out} == {True, False}
+    assert_rollout_contract(out, tokenizer, PROMPTS[:3], n=4, max_new_tokens=6)
 
     forced = tiny(tokenizer, bias=eos_bias(tokenizer, 100.0)).eval()
     out = KVCacheGenerator(forced, tokenizer).generate(PROMPTS, n=2, params=SamplingParams(max_new_tokens=5))
