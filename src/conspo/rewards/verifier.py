@@ -83,6 +83,9 @@ class _Zygote:
         # The zygote must import conspo even when the trainer found it through a sys.path edit.
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+        # The kernel's parent-death signal follows the thread that forks: ask for it only from the
+        # main thread, which lives as long as the process (see conspo.rewards.worker).
+        init = {**init, "parent_death_signal": threading.current_thread() is threading.main_thread()}
         env["CONSPO_VERIFIER_INIT"] = json.dumps(init)
         try:
             self.proc = subprocess.Popen(
@@ -238,6 +241,7 @@ class MathVerifier:
             "custom_verifier": custom_verifier,
             "sys_path": [p for p in sys.path if isinstance(p, str)],
             "memory_limit_mb": memory_limit_mb,
+            "timeout": self.timeout,  # the workers' CPU-time backstop (see conspo.rewards.worker)
         }
         self._workers: list[_Worker] = []
         self._zygote: _Zygote | None = None

@@ -12,14 +12,22 @@ Control socket (AF_UNIX stream): the parent sends ``b"F"`` with two file descrip
 bytes. Closing the socket stops the zygote. Worker pipes carry pickled objects with
 :class:`multiprocessing.connection.Connection` framing: each request ``(kind, args)`` gets
 ``("ok", result)`` or ``("err", message)``; the worker first sends ``("ready", pid)``.
-Every process exits when its parent goes away (checked twice a second, even mid-check).
+No process outlives its parent, even one stuck in C code that holds the GIL (a big-integer power
+never lets a watchdog thread run): on Linux each worker asks the kernel for SIGKILL when the zygote
+exits (``PR_SET_PDEATHSIG``), and so does the zygote for the trainer when it was started from the
+trainer's main thread; the zygote also polls its parent twice a second and SIGKILLs the workers it
+forked on its way out (every OS), and each check runs under an ``RLIMIT_CPU`` backstop a little
+above the wall-clock timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import importlib
 import json
+import math
 import os
 import select
 import signal
@@ -63,6 +71,45 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(0)
 
 
+_PR_SET_PDEATHSIG = 1
+_CPU_LIMIT_SLACK_S = 2  # seconds of CPU a check may use beyond its wall-clock timeout
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent thread exits (Linux only).
+
+    Works even while this process is stuck in C code: nothing here has to run. False where
+    unsupported (then the zygote's own kill on exit and the CPU limit remain).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _limit_cpu(timeout: float | None) -> None:
+    """A CPU-seconds ceiling for the next check: the kernel stops a runaway check with SIGXCPU.
+
+    Set a little above the wall-clock timeout (CPU time of one thread never exceeds wall time), so
+    it only fires when the parent failed to kill the worker at the deadline (e.g. it is stopped).
+    """
+    if not timeout:
+        return
+    try:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + timeout) + _CPU_LIMIT_SLACK_S
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard == resource.RLIM_INFINITY or soft <= hard:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not POSIX, or a lower hard limit already set: the wall-clock kill remains
+
+
 def _limit_memory(megabytes: int | None) -> None:
     if not megabytes:
         return
@@ -101,7 +148,7 @@ def _handle(kind: str, args: tuple, custom: dict):
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-def _serve(tasks: Connection, results: Connection) -> int:
+def _serve(tasks: Connection, results: Connection, timeout: float | None = None) -> int:
     """A worker's loop: answer requests until the pipe closes."""
     results.send(("ready", os.getpid()))
     custom: dict = {}
@@ -113,6 +160,7 @@ def _serve(tasks: Connection, results: Connection) -> int:
         if request is None:
             return 0
         kind, args = request
+        _limit_cpu(timeout)
         try:
             reply = ("ok", _handle(kind, args, custom))
         except MemoryError:
@@ -127,20 +175,43 @@ def _serve(tasks: Connection, results: Connection) -> int:
             results.send(("err", f"result could not be sent back: {type(err).__name__}: {err}"[:2000]))
 
 
-def _fork_worker(control: socket.socket, fds: list[int]) -> None:
+def _fork_worker(control: socket.socket, fds: list[int], zygote_pid: int, timeout: float | None) -> int:
     pid = os.fork()
     if pid == 0:  # the worker
         code = 1
         try:
             control.close()
-            zygote_pid = os.getppid()
+            set_parent_death_signal()
+            if os.getppid() != zygote_pid:  # the zygote died before the request above took effect
+                os._exit(0)
             threading.Thread(target=_watch_parent, args=(zygote_pid,), daemon=True).start()
-            code = _serve(Connection(fds[0], writable=False), Connection(fds[1], readable=False))
+            code = _serve(Connection(fds[0], writable=False), Connection(fds[1], readable=False), timeout)
         finally:
             os._exit(code)
     for fd in fds:
         os.close(fd)
     control.sendall(struct.pack("!i", pid))
+    return pid
+
+
+def _reap(children: set[int]) -> None:
+    """Collect exited workers (so their pids are ours until reaped, and never a stranger's)."""
+    while children:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+
+
+def _kill_children(children: set[int]) -> None:
+    # Unreaped, so none of these pids can belong to another process yet.
+    for pid in children:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     control_fd, parent_pid = int(argv[0]), int(argv[1])
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps killed workers: no zombies
     init = json.loads(os.environ.get("CONSPO_VERIFIER_INIT", "{}"))
+    # Only when the parent's main thread started us: the kernel signals on the exit of the parent
+    # *thread*, and a verifier started from a short-lived thread must not lose its zygote with it.
+    if init.get("parent_death_signal"):
+        set_parent_death_signal()
+    if os.getppid() != parent_pid:
+        return 0
     for entry in reversed(init.get("sys_path", [])):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -164,19 +240,25 @@ def main(argv: list[str] | None = None) -> int:
             load_callable(init["custom_verifier"])
     control = socket.socket(fileno=control_fd)
     control.sendall(b"R")
-    while True:
-        if os.getppid() != parent_pid:
-            return 0
-        readable, _, _ = select.select([control], [], [], 0.5)
-        if not readable:
-            continue
-        try:
-            msg, fds, _, _ = socket.recv_fds(control, 1, 2)
-        except OSError:
-            return 0
-        if not msg:
-            return 0
-        _fork_worker(control, fds)
+    zygote_pid, timeout = os.getpid(), init.get("timeout")
+    children: set[int] = set()
+    try:
+        while True:
+            _reap(children)
+            if os.getppid() != parent_pid:
+                return 0
+            readable, _, _ = select.select([control], [], [], 0.5)
+            if not readable:
+                continue
+            try:
+                msg, fds, _, _ = socket.recv_fds(control, 1, 2)
+            except OSError:
+                return 0
+            if not msg:
+                return 0
+            children.add(_fork_worker(control, fds, zygote_pid, timeout))
+    finally:
+        _kill_children(children)
 
 
 if __name__ == "__main__":
