@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -124,10 +125,24 @@ def test_resume_after_interruption_generates_only_what_is_missing(tmp_path):
     third = ScriptedGenerator(SCRIPT)
     again = run(third, cache=SampleCache(path, "fp"))
     assert third.rows == 0 and again.num_cached == 12
-    # A different model fingerprint or temperature never reuses those samples.
+    # A different model fingerprint never reuses those samples.
     other = ScriptedGenerator(SCRIPT)
     run(other, cache=SampleCache(path, "another-model"))
     assert other.rows == 12
+
+
+@pytest.mark.parametrize(
+    "change", [{"temperature": 0.7}, {"top_p": 0.9}, {"max_new_tokens": 17}, {"seed": 1}], ids=str
+)
+def test_other_sampling_settings_never_reuse_cached_samples(tmp_path, change):
+    path = tmp_path / "model.jsonl"
+    run(ScriptedGenerator(SCRIPT), cache=SampleCache(path, "fp"))
+    same = ScriptedGenerator(SCRIPT)
+    run(same, cache=SampleCache(path, "fp"), params=dataclasses.replace(PARAMS))
+    assert same.rows == 0  # equal settings: all 12 from the cache
+    other = ScriptedGenerator(SCRIPT)
+    result = run(other, cache=SampleCache(path, "fp"), params=dataclasses.replace(PARAMS, **change))
+    assert other.rows == 12 and result.num_cached == 0
 
 
 def test_partially_missing_problem_and_torn_last_line(tmp_path):
@@ -158,3 +173,58 @@ def test_model_fingerprint_follows_the_weights(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 9)  # a checkpoint rewritten in place
     assert model_fingerprint(tmp_path) != before
     assert model_fingerprint("org/model") != model_fingerprint("org/model", revision="v2")
+
+
+# -- per-sample seeds: a mix of cached and fresh samples equals a fresh run ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generator_parts(tmp_path_factory):
+    """A random tiny Llama with the testbed tokenizer (fast) and 12 testbed problems."""
+    from conspo.testbed import TinyModelConfig, build_char_tokenizer, build_tiny_model, make_task
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    tokenizer = build_char_tokenizer()
+    config = TinyModelConfig(
+        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=96
+    )
+    return build_tiny_model(tokenizer, config, seed=0), tokenizer, make_task("add", seed=0).eval_problems(12)
+
+
+def _samples(result):
+    return {(p.problem_id, s.sample_index): s.completion for p in result.problems for s in p.samples}
+
+
+@pytest.mark.parametrize("backend", ["hf", "kv_cache"])
+def test_cached_and_fresh_samples_mix_into_exactly_a_fresh_run(tmp_path, tiny_generator_parts, backend):
+    from conspo.rollout import make_generator
+
+    model, tokenizer, problems = tiny_generator_parts
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=3)
+
+    def evaluate(problems, n, cache, batch_size):
+        generator = make_generator(model, tokenizer, backend=backend, batch_size=batch_size)
+        return evaluate_problems(
+            generator,
+            problems,
+            InProcessVerifier(),
+            n=n,
+            params=params,
+            template="testbed",
+            tokenizer=tokenizer,
+            cache=cache,
+            benchmark="add",
+        )
+
+    fresh = evaluate(problems, 6, None, batch_size=16)
+    # --limit 3 --n 2, then --limit 7 --n 4, then all 12 problems with --n 6, into one cache, other batch sizes.
+    path = tmp_path / "model.jsonl"
+    evaluate(problems[:3], 2, SampleCache(path, "fp"), batch_size=5)
+    evaluate(problems[:7], 4, SampleCache(path, "fp"), batch_size=3)
+    mixed = evaluate(problems, 6, SampleCache(path, "fp"), batch_size=7)
+    assert mixed.num_cached == 28 and mixed.num_generated == 72 - 28
+    assert _samples(mixed) == _samples(fresh)
+    assert mixed.metrics == fresh.metrics
+    # The samples are random draws, not one completion repeated.
+    assert len(set(_samples(fresh).values())) > 24

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SampleCache", "model_fingerprint", "sample_key"]
+__all__ = ["SampleCache", "model_fingerprint", "sample_key", "sample_seed"]
 
 # Files whose size and modification time identify a local checkpoint (hashing GBs of weights is too slow).
 _FINGERPRINT_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.jinja")
@@ -46,6 +46,22 @@ def sample_key(
         [fingerprint, benchmark, problem_id, prompt, sample_index, params], sort_keys=True, ensure_ascii=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def sample_seed(
+    params: dict[str, Any], benchmark: str, problem_id: str, prompt: str, sample_index: int
+) -> int:
+    """The sampling seed of one sample (a 63-bit int): a hash of the sampling settings (``params``, their
+    ``seed`` included), the benchmark, the problem id, the exact prompt and the sample index.
+
+    It names what the sample is, never how it was batched, so any mix of cached and fresh samples equals
+    a fresh run. The model is left out on purpose: two checkpoints are sampled with the same random
+    numbers (their difference is less noisy), and a copy of a model scores the same as the original.
+    """
+    payload = json.dumps(
+        ["seed", params, benchmark, problem_id, prompt, sample_index], sort_keys=True, ensure_ascii=True
+    )
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big") >> 1
 
 
 class SampleCache:

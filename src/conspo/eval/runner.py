@@ -6,6 +6,7 @@ sample (cached, resumable) -> verify -> score per problem -> average over the be
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conspo.data.problem import Problem
-from conspo.eval.cache import SampleCache, sample_key
+from conspo.eval.cache import SampleCache, sample_key, sample_seed
 from conspo.eval.metrics import answer_groups, avg_at_n, maj_at_k, mean, pass_at_k
 from conspo.rollout.backend import GenerationBackend, SamplingParams
 
@@ -107,12 +108,19 @@ def _check_k(name: str, ks: Sequence[int], n: int) -> None:
 
 
 def _chunk_seed(params: SamplingParams, benchmark: str, problem_id: str, first_index: int) -> SamplingParams:
-    # Each generation call gets its own seed derived from what it generates, so chunks are not
-    # copies of one random stream and a resumed run seeds the same way as an uninterrupted one.
+    # Only for a backend without ``row_seeds``: each call gets its own seed derived from what it generates
+    # (then the samples depend on how calls were grouped, so a mix of cached and new samples can differ).
     if params.seed is None:
         return params
     salt = zlib.crc32(f"{benchmark}\0{problem_id}\0{first_index}".encode())
     return dataclasses.replace(params, seed=(params.seed + salt) % (2**31))
+
+
+def _takes_row_seeds(generator: GenerationBackend) -> bool:
+    try:
+        return "row_seeds" in inspect.signature(generator.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _generate_missing(
@@ -134,6 +142,9 @@ def _generate_missing(
     done = 0
     if progress is not None:
         progress(0, total)
+    # Each sample its own seed, from what it is (sample_seed), when the backend takes row seeds: the samples
+    # are then the same whichever were cached and however the calls below group the rest.
+    row_seeded = params.seed is not None and not params.greedy and _takes_row_seeds(generator)
     # Problems missing the same number of samples share a call (after an interruption only a few differ).
     by_count: dict[int, list[tuple[int, list[int]]]] = {}
     for item in todo:
@@ -143,8 +154,17 @@ def _generate_missing(
         for start in range(0, len(items), per_call):
             call = items[start : start + per_call]
             first_problem, first_missing = call[0]
-            call_params = _chunk_seed(params, benchmark, problems[first_problem].id, first_missing[0])
-            rollouts = generator.generate([prompts[i] for i, _ in call], n=count, params=call_params)
+            call_prompts = [prompts[i] for i, _ in call]
+            if row_seeded:
+                seeds = [
+                    sample_seed(params.to_dict(), benchmark, problems[i].id, prompts[i], j)
+                    for i, missing in call
+                    for j in missing
+                ]
+                rollouts = generator.generate(call_prompts, n=count, params=params, row_seeds=seeds)  # type: ignore[call-arg]
+            else:
+                call_params = _chunk_seed(params, benchmark, problems[first_problem].id, first_missing[0])
+                rollouts = generator.generate(call_prompts, n=count, params=call_params)
             if len(rollouts) != len(call) * count:
                 raise RuntimeError(
                     f"generation backend returned {len(rollouts)} rollouts for {len(call)} prompts x {count}"

@@ -23,6 +23,7 @@ from conspo.rollout.logprobs import (
     completion_logprobs,
     selected_token_logprobs,
 )
+from conspo.rollout.seeded import row_uniforms, sample_from_uniforms
 
 __all__ = [
     "GENERATION_BACKENDS",
@@ -36,6 +37,8 @@ __all__ = [
     "build_completion_batch",
     "completion_logprobs",
     "make_generator",
+    "row_uniforms",
+    "sample_from_uniforms",
     "sample_next_tokens",
     "selected_token_logprobs",
     "stop_token_ids",

@@ -7,8 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from conspo.rollout.backend import Rollout, SamplingParams
+from conspo.rollout.seeded import SeededSampler, row_uniforms
 
 __all__ = ["ChunkedGenerator", "HFGenerator", "stop_token_ids"]
 
@@ -122,8 +124,20 @@ class ChunkedGenerator:
             add = not (isinstance(bos, str) and bos and prompt.startswith(bos))
         return list(self.tokenizer(prompt, add_special_tokens=add)["input_ids"])
 
-    def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[Rollout]:
-        """``len(prompts) * n`` rollouts; prompt ``i``'s samples are ``result[i*n:(i+1)*n]``."""
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int,
+        params: SamplingParams,
+        *,
+        row_seeds: Sequence[int] | None = None,
+    ) -> list[Rollout]:
+        """``len(prompts) * n`` rollouts; prompt ``i``'s samples are ``result[i*n:(i+1)*n]``.
+
+        ``row_seeds`` (one int per row, in that order) gives every row its own random stream
+        (:mod:`conspo.rollout.seeded`): a row's completion then depends on its prompt and seed only, not on
+        the batch it is generated in; ``params.seed`` is not used then.
+        """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"generate: n must be a positive int, got {n!r}")
         if not isinstance(params, SamplingParams):
@@ -135,12 +149,25 @@ class ChunkedGenerator:
             if not ids:
                 raise ValueError(f"generate: prompt {i} encodes to zero tokens")
         rows = [i for i in range(len(encoded)) for _ in range(n)]
+        if row_seeds is not None:
+            row_seeds = [int(s) for s in row_seeds]
+            if len(row_seeds) != len(rows):
+                raise ValueError(
+                    f"generate: row_seeds has {len(row_seeds)} seeds for {len(rows)} rows (prompts x n)"
+                )
         device = _model_device(self.model)
         rollouts: list[Rollout] = []
-        with _eval_mode(self.model), torch.inference_mode(), _seeded(params.seed, device):
+        call_seed = params.seed if row_seeds is None else None
+        with _eval_mode(self.model), torch.inference_mode(), _seeded(call_seed, device):
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
-                rollouts.extend(self._generate_chunk([encoded[i] for i in chunk], chunk, params, device))
+                uniforms = None
+                if row_seeds is not None and not params.greedy:
+                    seeds = row_seeds[start : start + self.batch_size]
+                    uniforms = row_uniforms(seeds, params.max_new_tokens, device)
+                rollouts.extend(
+                    self._generate_chunk([encoded[i] for i in chunk], chunk, params, device, uniforms)
+                )
                 if self.progress is not None:
                     self.progress(len(rollouts), len(rows))
         return rollouts
@@ -151,7 +178,10 @@ class ChunkedGenerator:
         prompt_index: list[int],
         params: SamplingParams,
         device: torch.device,
+        uniforms: torch.Tensor | None = None,
     ) -> list[Rollout]:
+        """Rollouts of one chunk; with ``uniforms [rows, max_new_tokens]`` (per-row seeded sampling) the token
+        of row ``r`` at step ``t`` is ``sample_from_uniforms(logits, params, uniforms[:, t])``."""
         raise NotImplementedError
 
     def left_pad(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,14 +245,22 @@ class HFGenerator(ChunkedGenerator):
         prompt_index: list[int],
         params: SamplingParams,
         device: torch.device,
+        uniforms: torch.Tensor | None = None,
     ) -> list[Rollout]:
         input_ids, attention_mask = self.left_pad(prompt_ids)
         width = input_ids.shape[1]
-        sampling = (
+        sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p)}
             if not params.greedy
             else {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
         )
+        if uniforms is not None:  # per-row seeds: the processor draws, generate takes its argmax
+            sampling = {
+                "do_sample": False,
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "logits_processor": LogitsProcessorList([SeededSampler(params, uniforms, width)]),
+            }
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),

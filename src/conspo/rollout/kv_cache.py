@@ -17,6 +17,7 @@ from transformers import DynamicCache
 
 from conspo.rollout.backend import Rollout, SamplingParams
 from conspo.rollout.hf import ChunkedGenerator
+from conspo.rollout.seeded import sample_from_uniforms, sampling_probs
 
 __all__ = ["KVCacheGenerator", "sample_next_tokens"]
 
@@ -27,17 +28,9 @@ def sample_next_tokens(logits: torch.Tensor, params: SamplingParams) -> torch.Te
     Top-p is the nucleus rule ``generate`` uses (``TopPLogitsWarper``): sort ascending, drop the tokens whose
     cumulative probability stays at or below ``1 - top_p``, always keep the most likely token.
     """
-    scores = logits.float()
     if params.greedy:
-        return scores.argmax(dim=-1)
-    if params.temperature != 1.0:
-        scores = scores / params.temperature
-    if params.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=False)
-        drop_sorted = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= (1 - params.top_p)
-        drop_sorted[..., -1:] = False
-        scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), -float("inf"))
-    return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+        return logits.float().argmax(dim=-1)
+    return torch.multinomial(sampling_probs(logits, params), num_samples=1).squeeze(1)
 
 
 def _forward_parameters(model: Any) -> set[str]:
@@ -141,6 +134,7 @@ class KVCacheGenerator(ChunkedGenerator):
         prompt_index: list[int],
         params: SamplingParams,
         device: torch.device,
+        uniforms: torch.Tensor | None = None,
     ) -> list[Rollout]:
         input_ids, attention_mask = self.left_pad(prompt_ids)
         rows, width = input_ids.shape
@@ -159,7 +153,10 @@ class KVCacheGenerator(ChunkedGenerator):
         logits, cache = self._forward(input_ids, mask, position_ids, cache, past_length=0)
         past = width
         for step in range(max_new):
-            tokens = sample_next_tokens(logits, params)
+            if uniforms is None:
+                tokens = sample_next_tokens(logits, params)
+            else:  # per-row seeds: each row's draw is its own, whichever rows are still in the batch
+                tokens = sample_from_uniforms(logits, params, uniforms[alive, step])
             tokens = tokens.masked_fill(finished, self.pad_id)  # finished rows only ever get pad
             out[alive, step] = tokens
             finished = finished | torch.isin(tokens, stop)
