@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -31,7 +32,6 @@ def test_train_command_writes_a_complete_run_folder(tmp_path, parity_math_verifi
     )
     assert rc == 0
     out = capsys.readouterr().out
-    assert "before" in out and "after" in out
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.endswith("-conspo")
     for name in ("config.yaml", "metrics.jsonl", "run_card.json", "README.md", "curves.png", "final", "best"):
@@ -41,6 +41,9 @@ def test_train_command_writes_a_complete_run_folder(tmp_path, parity_math_verifi
     assert card["summary"]["eval_before"] is not None and card["summary"]["eval_after"] is not None
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    # The before/after table prints the held-out accuracies the run measured (step 0 and the last step).
+    printed = dict(re.findall(r"\b(before|after)\b\W+([0-9]\.[0-9]{3})", out))
+    assert printed == {"before": f"{rows[0]['eval/avg@2']:.3f}", "after": f"{rows[3]['eval/avg@2']:.3f}"}, out
     assert "eval/avg@2" in rows[2] and "eval/avg@2" in rows[3] and "eval/avg@2" not in rows[1]
     for key in ("reward/accuracy", "groups/valid_frac", "conspo/p_pos", "optim/grad_norm", "time/generate"):
         assert key in rows[1], key

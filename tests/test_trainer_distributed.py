@@ -78,4 +78,8 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
     assert ranks[0]["eval_after"] == ranks[1]["eval_after"]
     assert any(ranks[0]["kept"]), "the parity verifier must give valid groups"
     assert ranks[0]["final"] != ranks[0]["initial"], "an update happened"
-    assert (tmp_path / "ddp" / "metrics.jsonl").exists()  # written once, by the main process
+    # Written once, by the main process: one row per step (a second writer would duplicate or interleave
+    # them), holding the reduced metrics both ranks report.
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r.get("groups/kept") for r in rows] == ranks[0]["kept"]

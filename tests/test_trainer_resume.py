@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -61,9 +63,10 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, pol
         assert torch.equal(a, b)
         changed |= not torch.equal(a, p0)
     assert changed, "training must have moved the weights for the comparison to mean anything"
-    # metrics.jsonl of the resumed run holds each step once
-    steps = [line.split(",")[0] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert len(steps) == len(set(steps))
+    # metrics.jsonl of the resumed run holds every training step exactly once, in order (the first
+    # invocation's steps 1-2, then the resumed 3-4: none lost, none repeated)
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "time/step" in r] == [1, 2, 3, 4]
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, policy):
