@@ -10,11 +10,18 @@ A field documents itself with ``field(default=..., metadata={"help": "..."})``. 
 overrides are coerced to the annotated type (``int``, ``float``, ``bool``, ``str``, ``Literal``,
 ``X | None``, ``list[...]``, ``tuple[...]``, ``dict``, nested dataclasses); a value that does not fit
 raises :class:`ConfigError` naming the dotted field path.
+
+Every float must be finite (NaN and infinity pass any ``x > 0`` check and then break the run far from
+the setting): the one rule lives here, in :func:`_coerce` for YAML and overrides and in
+:func:`check_finite` for configs built in code. A field that gives inf a meaning opts out with
+``metadata={"help": "... inf = ...", "nonfinite": True}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -32,6 +39,7 @@ __all__ = [
     "dump_yaml",
     "markdown_reference",
     "help_text",
+    "check_finite",
 ]
 
 T = TypeVar("T")
@@ -67,8 +75,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Convert ``value`` (from YAML or an override) to the annotated type ``tp`` or raise ConfigError."""
+def _not_finite(path: str, value: Any) -> ConfigError:
+    return ConfigError(path, f"must be a finite number; got {value}")
+
+
+def _coerce(value: Any, tp: Any, path: str, finite: bool = True) -> Any:
+    """Convert ``value`` (from YAML or an override) to the annotated type ``tp`` or raise ConfigError.
+
+    ``finite``: floats (also inside lists and tuples) must be finite (see the module docstring).
+    """
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -81,8 +96,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, arg, path)
+                return _coerce(value, arg, path, finite)
             except ConfigError as e:
+                if "finite" in str(e):
+                    raise
                 errors.append(str(e))
         raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
@@ -118,14 +135,17 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(path, f"expected a number, got {value!r}")
+        number: float | None = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(path, f"expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(path, f"expected a number, got {value!r}")
+        if finite and not math.isfinite(number):  # also "1e999", which parses to inf
+            raise _not_finite(path, value)
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -141,9 +161,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(path, f"expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{path}[{i}]", finite) for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
-        out = [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        out = [_coerce(v, item, f"{path}[{i}]", finite) for i, v in enumerate(value)]
         return tuple(out) if (origin is tuple or tp is tuple) else out
     if origin is dict or tp is dict:
         if value is None:
@@ -186,7 +206,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
             raise ConfigError(
                 sub, f"unknown field; valid fields of {path or cls.__name__}: {', '.join(names)}"
             )
-        kwargs[key] = _coerce(value, hints[key], sub)
+        kwargs[key] = _coerce(value, hints[key], sub, finite=not _nonfinite_allowed(names[key]))
     missing = [
         n
         for n, f in names.items()
@@ -195,6 +215,39 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
     if missing:
         raise ConfigError(f"{path}.{missing[0]}" if path else missing[0], "required field is missing")
     return cls(**kwargs)
+
+
+def _nonfinite_allowed(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("nonfinite"))
+
+
+def _floats(value: Any, path: str) -> list[tuple[str, float]]:
+    if isinstance(value, float):
+        return [(path, value)]
+    if isinstance(value, (list, tuple)):
+        return [pair for i, v in enumerate(value) for pair in _floats(v, f"{path}[{i}]")]
+    return []
+
+
+def check_finite(obj: Any, path: str = "") -> None:
+    """Raise ConfigError naming the first float field of a dataclass tree that is NaN or infinite.
+
+    The same rule as loading from YAML / overrides applies, for configs built or changed in code
+    (call it from ``validate()``); fields marked ``"nonfinite": True`` are exempt.
+    """
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        sub = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_finite(value, sub)
+            continue
+        if _nonfinite_allowed(f):
+            continue
+        for where, number in _floats(value, sub):
+            if not math.isfinite(number):
+                raise _not_finite(where, number)
 
 
 def config_to_dict(obj: Any) -> Any:

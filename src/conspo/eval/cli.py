@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -176,6 +177,16 @@ def plan_from_args(args: argparse.Namespace) -> EvalPlan:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # Before any model is checked or loaded (NaN passes "<= 0" and would switch the hard timeout off).
+    if not math.isfinite(args.verifier_timeout) or args.verifier_timeout <= 0:
+        raise ValueError(
+            f"--verifier-timeout must be a finite number > 0 of seconds, got {args.verifier_timeout}"
+        )
+    if args.verifier_workers is not None and args.verifier_workers < 1:
+        raise ValueError(f"--verifier-workers must be >= 1, got {args.verifier_workers}")
+    for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}")
     params = SamplingParams(
         temperature=preset.temperature if args.temperature is None else args.temperature,
         top_p=preset.top_p if args.top_p is None else args.top_p,

@@ -85,6 +85,9 @@ class RewardConfig:
     )
 
     def __post_init__(self) -> None:
+        from conspo.config import check_finite
+
+        check_finite(self, "RewardConfig")  # NaN / inf: a NaN timeout would switch the hard timeout off
         if not self.timeout or self.timeout <= 0:
             raise ValueError(f"RewardConfig.timeout must be > 0 seconds, got {self.timeout!r}")
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 1):

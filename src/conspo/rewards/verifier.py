@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -217,8 +218,9 @@ class MathVerifier:
             num_workers = default_num_workers()
         if not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"MathVerifier: num_workers must be a positive int, got {num_workers!r}")
-        if not timeout or timeout <= 0:
-            raise ValueError(f"MathVerifier: timeout must be > 0 seconds, got {timeout!r}")
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+            # NaN passes "<= 0" and would switch the hard timeout off (a hung check spins forever)
+            raise ValueError(f"MathVerifier: timeout must be a finite number > 0 of seconds, got {timeout!r}")
         if not 0 <= rel_tol < 1:
             raise ValueError(f"MathVerifier: rel_tol must be in [0, 1), got {rel_tol!r}")
         if think not in THINK_MODES:

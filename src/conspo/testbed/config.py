@@ -71,8 +71,11 @@ class WarmStartConfig:
     """Completions per held-out problem (temperature 1)."""
 
     def __post_init__(self) -> None:
+        from conspo.config import check_finite
+
         if isinstance(self.model, dict):  # from JSON / keyword arguments
             object.__setattr__(self, "model", TinyModelConfig(**self.model))
+        check_finite(self)  # NaN passes the range checks below
         make_task(self.task, seed=self.seed, difficulty=self.difficulty)  # validates name and difficulty
         if self.steps is None:  # resolved here so that the cache key holds the number actually used
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.task])

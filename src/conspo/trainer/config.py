@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from conspo.config import ConfigError
+from conspo.config import ConfigError, check_finite
 from conspo.rewards import RewardConfig  # the rewards layer's own config (no torch import)
 
 __all__ = [
@@ -342,6 +342,7 @@ class TrainConfig:
     def validate(self, num_processes: int = 1) -> None:
         """Raise ConfigError naming the first bad field; cheap (builds the objective, loads no model)."""
         b, o, r = self.batch, self.optim, self.rollout
+        check_finite(self)  # NaN / inf in any float field (YAML and overrides are checked on loading)
         _positive(self, "steps")
         if self.stop_after is not None:
             _positive(self, "stop_after")
@@ -419,6 +420,8 @@ class TrainConfig:
             raise ConfigError("checkpoint.every", f"must be >= 0; got {self.checkpoint.every}")
         if self.checkpoint.keep_last is not None:
             _positive(self.checkpoint, "keep_last", "checkpoint.")
+        if self.data.max_train_problems is not None:
+            _positive(self.data, "max_train_problems", "data.")
         self._validate_objective()
         self._validate_data()
 
