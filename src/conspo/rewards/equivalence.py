@@ -12,9 +12,11 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
+from conspo.rewards.extraction import MAX_ANSWER_CHARS
 from conspo.rewards.latex_arith import compare_expressions
-from conspo.rewards.verdict import Reason, Verdict, make_verdict
+from conspo.rewards.verdict import CORRECT_REASONS, Reason, Verdict, make_verdict
 
 __all__ = [
     "DEFAULT_REL_TOL",
@@ -32,20 +34,42 @@ _FAST_MAX_CHARS = 2000  # longer answers go straight to the symbolic path, where
 _MAX_EXPONENT = 400  # 1e400 still compares exactly; a larger power of ten is left to the workers
 
 _WRAPPERS = ("\\text", "\\textbf", "\\textit", "\\mathrm", "\\mathbf", "\\mbox", "\\operatorname")
-_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_WRAPPER_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox)\s*\{([^{}]*)\}"
+)
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])")
-_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
+# A degree sign, with the temperature scale that may follow it (90^\circ, 90°, 25^{\circ}C, \degree F).
+_DEGREE_RE = re.compile(
+    r"(?:\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z]))\s*(?:\\(?:text|mathrm)\s*\{\s*[CF]\s*\}|[CF](?![A-Za-z]))?"
+)
+_CURRENCY_RE = re.compile(r"\\\$|\$|€|£|¥|₹|\\euro|\\pounds|\\yen")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_PERCENT_WORD_RE = re.compile(r"\s*(?:\\%|%|\b(?:percent|per\s*cent)\b)\s*$", re.IGNORECASE)
 _UNITS = {
     "cm", "m", "km", "mm", "in", "inch", "inches", "ft", "feet", "foot", "yd", "yards", "meter", "meters",
     "metres", "mile", "miles", "unit", "units", "degree", "degrees", "dollar", "dollars", "cent", "cents",
     "hour", "hours", "minute", "minutes", "second", "seconds", "day", "days", "week", "weeks", "year",
-    "years", "mph", "kg", "g", "lb", "lbs", "pounds", "sq", "square", "cubic", "percent", "points",
+    "years", "mph", "kg", "g", "lb", "lbs", "pounds", "sq", "square", "cubic", "points", "s", "h", "min",
+    "l", "L", "ml", "mL", "K", "N", "J", "W", "V", "A", "Pa", "Hz", "eV", "mol", "rad",
 }  # fmt: skip
-_UNIT_TAIL_RE = re.compile(r"^(.*?[\d}])\s+([A-Za-z]+(?:\s+[A-Za-z]+)?)\.?$")
+# Words after a number that are never a unit: they join, operate or name a constant.
+_NOT_UNITS = {
+    "and", "or", "to", "times", "plus", "minus", "over", "divided", "by", "of", "is", "are", "pi", "sqrt",
+    "i", "e", "x", "y", "z", "n", "k", "t", "a", "b", "c", "d", "r", "p", "q", "u", "v", "w",
+    "mod", "not", "no", "yes", "true", "false", "infinity", "inf",
+}  # fmt: skip
+# A unit after a value: words, optional powers, joined by /, \cdot, *, "per" (5 m/s, 9.8 m/s^2, 3 kg m^2).
+_UNIT_WORD = r"[A-Za-zµΩ]+(?:\^\{?-?\d\}?)?"
+_UNIT_TAIL_RE = re.compile(
+    rf"^(.*?[\d}}])\s*((?:{_UNIT_WORD})(?:\s*(?:/|\\cdot|\*|\s|\bper\b)\s*(?:{_UNIT_WORD})){{0,3}})\.?$"
+)
+_GREEK_LHS = r"\\(?:alpha|beta|gamma|delta|theta|lambda|mu|phi|omega|rho|sigma|tau)"
+_ASSIGN_RE = re.compile(rf"^(?:[a-zA-Z]|{_GREEK_LHS})(?:_\{{?[a-zA-Z0-9]+\}}?)?\s*=\s*([^=<>]+)$")
 _CHOICE_RE = re.compile(r"^\(?([A-E])\)?[.:]?$")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _DECIMAL_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-_SCI_RE = re.compile(r"^(.+?)(?:\\times|\\cdot|\*|x)10\^(?:\{([+-]?\d+)\}|([+-]?\d))$")
+_SCI_RE = re.compile(r"^(.+?)(?:\\times|\\cdot|\*|x|×)10\^(?:\{([+-]?\d+)\}|([+-]?\d+))$")
+_POW10_RE = re.compile(r"^10\^(?:\{([+-]?\d+)\}|([+-]?\d+))$")
 _FRAC_RE = re.compile(r"^([+-]?)\\frac(?:\{([^{}]+)\}|(\d))(?:\{([^{}]+)\}|(\d))$")
 _MIXED_RE = re.compile(r"^([+-]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
 _SLASH_RE = re.compile(r"^([+-]?[\d.]+)/([+-]?[\d.]+)$")
@@ -67,49 +91,87 @@ def _strip_outer_braces(s: str) -> str:
 
 
 def _unwrap_text(s: str) -> str:
-    # Innermost first, a bounded number of rounds: pathological nesting stays linear-ish.
+    # Innermost first, a bounded number of rounds: pathological nesting stays linear-ish. The space
+    # keeps a unit apart from its value (5\text{m} -> "5 m"); spaces go at the end of normalization.
     for _ in range(5):
-        new = _WRAPPER_RE.sub(r"\1", s)
+        new = _WRAPPER_RE.sub(r" \1", s)
         if new == s:
             break
         s = new
     return s
 
 
+def _strip_unit(s: str) -> str:
+    """``12 cm`` / ``5 m/s`` / ``9.8 m/s^2`` / ``20 days`` -> the value; ``2 and 3``, ``5 x`` unchanged."""
+    m = _UNIT_TAIL_RE.match(s)
+    if not m or not m.group(1).strip():
+        return s
+    words = re.findall(r"[A-Za-zµΩ]+", m.group(2))
+    glued = not s[len(m.group(1)) :][:1].isspace()
+    if glued and any(len(w) == 1 for w in words):
+        return s  # "5m" may be 5 times m; "5 m" and "5\text{m}" are five metres or len(words) > 4 or any(w.lower() in _NOT_UNITS and w not in _UNITS for w in words):
+        return s
+    # A plain word is a unit when it is known, or long enough not to be a variable (12 apples).
+    if all(w in _UNITS or w.lower() in _UNITS or len(w) >= 3 for w in words):
+        return m.group(1).rstrip()
+    return s
+
+
+_JOIN_WORD_RE = re.compile(r"(?<=\S)\s*,?\s+(?:and|or)\s+(?=\S)")
+_SPACE_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
+
+
 @lru_cache(maxsize=65536)
 def normalize_answer(answer: str) -> str:
     """A canonical string for exact comparison.
 
-    Drops ``$``, spacing commands, ``\\left``/``\\right``, degree signs, a trailing period and all
-    whitespace; turns ``\\dfrac``/``\\tfrac`` into ``\\frac``, ``{,}`` into ``,``; unwraps
-    ``\\text{...}``-like wrappers; strips a trailing plain-word unit after a number (``12 cm``).
+    Drops ``$``, currency signs, spacing commands, ``\\left``/``\\right``, degree signs (with a ``C``/``F``
+    scale), a trailing period and all whitespace; turns ``\\dfrac``/``\\tfrac`` into ``\\frac``, ``{,}``
+    into ``,``, a trailing "percent" into ``%``; unwraps ``\\text{...}``-like wrappers; strips a unit
+    after a value (``12 cm``, ``5\\text{ m/s}``, ``9.8 m/s^2``, ``20 days``); ``x = 5`` -> ``5`` when the
+    left side is one letter (or a Greek letter, with a subscript). Control characters are kept (they
+    make the answer unequal to anything, see :func:`fast_equivalence`).
     """
-    s = _strip_outer_braces(answer.strip().replace("\u2212", "-"))
-    s = (
-        s.replace("\\$", "")
-        .replace("$", "")
-        .replace("\\dfrac", "\\frac")
-        .replace("\\tfrac", "\\frac")
-        .replace("{,}", ",")
-    )
+    s = _strip_outer_braces(answer.strip().replace("\u2212", "-").replace("\u2013", "-"))
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
+    s = _CURRENCY_RE.sub("", s)
     s = _SPACING_RE.sub(" ", s)
     s = _DEGREE_RE.sub("", s)
     s = _unwrap_text(s)
     s = s.replace("\\%", "%").strip().rstrip(".").strip()
-    unit = _UNIT_TAIL_RE.match(s)
-    if unit and all(word.lower() in _UNITS for word in unit.group(2).split()):
-        s = unit.group(1)
+    if re.search(r"\d", s):  # "2 and 3", "x = 1 or x = 2": a list of answers
+        s = _JOIN_WORD_RE.sub(",", s)
+    s = _PERCENT_WORD_RE.sub("%", s) if re.search(r"\d", s) else s
+    if not s.endswith("%"):
+        s = _strip_unit(s)
+    else:
+        s = _strip_unit(s[:-1].rstrip()) + "%"
+    s = _strip_outer_braces(s.strip())
     # A "x = 5" answer to "find x" keeps its value only when the left side is a single letter.
-    if re.match(r"^[a-zA-Z]\s*=\s*[^=<>]+$", s) and "," not in s:
-        s = s.split("=", 1)[1]
-    # "\lambda k" keeps its space (it ends the command name); every other space goes.
-    s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])", "\\1\x00", s)
-    return re.sub(r"\s+", "", s).replace("\x00", " ")
+    assign = _ASSIGN_RE.match(s)
+    if assign and "," not in s:
+        s = assign.group(1)
+    # "\\lambda k" keeps its space (it ends the command name); every other space goes.
+    return _SPACE_RE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s).strip()
 
 
-def _to_fraction(literal: str) -> Fraction | None:
-    m = _DECIMAL_RE.match(literal)
-    if not m:
+class ParsedNumber(NamedTuple):
+    """A plain number read from an answer: its exact value, and how precisely it was written."""
+
+    value: Fraction
+    percent: bool
+    """Written with ``%`` / ``\\%`` / "percent"."""
+    ulp: Fraction | None
+    """One unit in the last written place of a decimal literal (``12.50`` -> 0.01, ``3.8e35`` -> 1e34);
+    None for an exact form (an integer, a fraction, a mixed number, an integer power of ten)."""
+
+    @property
+    def exact(self) -> bool:
+        return self.ulp is None
+
+
+def _to_decimal(literal: str) -> Decimal | None:
+    if not _DECIMAL_RE.match(literal):
         return None
     try:
         dec = Decimal(literal)
@@ -117,18 +179,31 @@ def _to_fraction(literal: str) -> Fraction | None:
         return None
     if not dec.is_finite() or abs(int(dec.as_tuple().exponent)) > _MAX_EXPONENT:
         return None
-    return Fraction(dec)
+    return dec
+
+
+def _to_fraction(literal: str) -> Fraction | None:
+    dec = _to_decimal(literal)
+    return None if dec is None else Fraction(dec)
+
+
+def _ulp(dec: Decimal, literal: str, shift: int = 0) -> Fraction | None:
+    """The last written place of a decimal literal; None for an integer literal (exact)."""
+    if "." not in literal and "e" not in literal.lower():
+        return None if shift >= 0 else Fraction(10) ** shift
+    return Fraction(10) ** (int(dec.as_tuple().exponent) + shift)
 
 
 @lru_cache(maxsize=65536)
-def parse_number(answer: str) -> tuple[Fraction, bool, bool] | None:
-    """``(value, is_percent, is_integer_literal)`` when ``answer`` is a plain number, else None.
+def parse_number(answer: str) -> ParsedNumber | None:
+    """A :class:`ParsedNumber` ``(value, percent, ulp)`` when ``answer`` is a plain number, else None.
 
     Understands ``1,000`` ``1{,}000`` ``1\\!000`` ``025`` ``-3.5`` ``3.83e35`` ``3.83\\times 10^{35}``
-    ``\\frac{3}{4}`` ``\\dfrac34`` ``3/4`` ``14\\frac{6}{7}`` (mixed number) ``50\\%`` and units/``\\text{}``
-    around the number. Never evaluates powers other than a bounded power of ten.
+    ``10^{6}`` ``\\frac{3}{4}`` ``\\dfrac34`` ``3/4`` ``14\\frac{6}{7}`` (mixed number) ``50\\%`` ``50 percent``
+    and currency, units and ``\\text{}`` around the number. Never evaluates powers other than a
+    bounded power of ten.
     """
-    if len(answer) > _FAST_MAX_CHARS:
+    if len(answer) > _FAST_MAX_CHARS or _CONTROL_RE.search(answer):
         return None
     s = normalize_answer(answer)
     if not s:
@@ -140,53 +215,87 @@ def parse_number(answer: str) -> tuple[Fraction, bool, bool] | None:
         s = s[1:]
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
-    value = _to_fraction(s)
-    if value is not None:
-        return value, percent, "." not in s and "e" not in s.lower()
+    dec = _to_decimal(s)
+    if dec is not None:
+        return ParsedNumber(Fraction(dec), percent, _ulp(dec, s))
     m = _SCI_RE.match(s)
     if m:
-        mant = _to_fraction(m.group(1))
+        mant = m.group(1)
+        mant = mant[1:] if mant.startswith("+") else mant
+        dec = _to_decimal(mant)
         exp = int(m.group(2) or m.group(3))
-        if mant is not None and abs(exp) <= _MAX_EXPONENT:
-            return mant * Fraction(10) ** exp, percent, False
+        if dec is not None and abs(exp) <= _MAX_EXPONENT:
+            # "3.83 \times 10^{35}" is written to 3 significant digits; "3 \times 10^6" to one.
+            ulp = Fraction(10) ** (int(dec.as_tuple().exponent) + exp)
+            return ParsedNumber(Fraction(dec) * Fraction(10) ** exp, percent, ulp)
         return None
+    m = _POW10_RE.match(s)
+    if m:
+        exp = int(m.group(1) or m.group(2))
+        return ParsedNumber(Fraction(10) ** exp, percent, None) if abs(exp) <= _MAX_EXPONENT else None
     m = _FRAC_RE.match(s)
     if m:
         num, den = _to_fraction(m.group(2) or m.group(3)), _to_fraction(m.group(4) or m.group(5))
         if num is not None and den:
-            return (-1 if m.group(1) == "-" else 1) * num / den, percent, False
+            exact = "." not in (m.group(2) or "") + (m.group(4) or "")
+            value = (-1 if m.group(1) == "-" else 1) * num / den
+            return ParsedNumber(value, percent, None if exact else abs(value) * Fraction(1, 10**6))
         return None
     m = _MIXED_RE.match(s)
     if m and int(m.group(4)) != 0:
         value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
-        return (-value if m.group(1) == "-" else value), percent, False
+        return ParsedNumber(-value if m.group(1) == "-" else value, percent, None)
     m = _SLASH_RE.match(s)
     if m:
         num, den = _to_fraction(m.group(1)), _to_fraction(m.group(2))
         if num is not None and den:
-            return num / den, percent, False
+            exact = "." not in m.group(0)
+            value = num / den
+            return ParsedNumber(value, percent, None if exact else abs(value) * Fraction(1, 10**6))
     return None
 
 
-def _close(a: Fraction, b: Fraction, rel_tol: float) -> bool:
-    if a == b:
-        return True
-    return abs(a - b) <= Fraction(rel_tol) * max(abs(a), abs(b))
+def _numbers_equal(gold: ParsedNumber, pred: ParsedNumber, rel_tol: float) -> bool:
+    """Equal numbers. Exact forms compare exactly; a decimal literal only to the place it was written to.
+
+    Two numbers are equal when their exact values are. Otherwise, when at least one side is a decimal
+    literal, they are equal when they differ by at most half a unit in the last place of the coarser
+    decimal **and** by at most ``rel_tol`` relatively: ``2.5`` vs ``2.5000001`` (gold to 1 place) is
+    equal, ``12`` vs ``12.00001`` (an exact gold, a decimal written to 5 places that is not 12 at that
+    place) and ``1000000`` vs ``1000000.5`` are not. Two exact forms (``99999`` vs ``100000``,
+    ``\\frac{1}{3}`` vs ``\\frac{1}{4}``) never get a tolerance.
+    """
+    candidates = [(pred.value, pred.ulp)]
+    if gold.percent and not pred.percent:
+        candidates.append((pred.value * 100, None if pred.ulp is None else pred.ulp * 100))  # 0.5 for 50%
+    if pred.percent and not gold.percent:
+        candidates.append((pred.value / 100, None if pred.ulp is None else pred.ulp / 100))  # 50% for 0.5
+    for value, ulp in candidates:
+        if value == gold.value:
+            return True
+        ulps = [u for u in (gold.ulp, ulp) if u is not None]
+        if not ulps:
+            continue
+        diff = abs(value - gold.value)
+        if diff <= max(ulps) / 2 and diff <= Fraction(rel_tol) * max(abs(value), abs(gold.value)):
+            return True
+    return False
 
 
-def _numbers_equal(
-    gold: tuple[Fraction, bool, bool], pred: tuple[Fraction, bool, bool], rel_tol: float
-) -> bool:
-    g, g_pct, g_int = gold
-    p, p_pct, p_int = pred
-    # Integers compare exactly: with a relative tolerance 99999 would equal 100000.
-    tol = 0.0 if (g_int and p_int) else rel_tol
-    candidates = [p]
-    if g_pct and not p_pct:
-        candidates.append(p * 100)  # "50\%" answered as 0.5
-    if p_pct and not g_pct:
-        candidates.append(p / 100)  # 0.5 answered as "50\%"
-    return any(_close(g, c, tol) for c in candidates)
+_CHOICE_LEAD_RE = re.compile(
+    r"^(?:option|choice|answer)?\(?([A-E])\)(?![-+*/^=_.,]|$)|^(?:option|choice)\(?([A-E])\)?$"
+)
+_PM_RE = re.compile(r"\\(pm|mp)(?![a-zA-Z])")
+
+
+def _expand_pm(s: str) -> str | None:
+    """``a\\pm b`` -> ``a+b,a-b`` (one ``\\pm``/``\\mp`` outside a list), else None."""
+    found = _PM_RE.findall(s)
+    if len(found) != 1 or "," in s or "=" in s or "<" in s or ">" in s:
+        return None
+    plus, minus = ("+", "-") if found[0] == "pm" else ("-", "+")
+    head, tail = _PM_RE.split(s, maxsplit=1)[0], _PM_RE.split(s, maxsplit=1)[2]
+    return f"{head}{plus}{tail},{head}{minus}{tail}".replace("(+", "(").replace("{+", "{")
 
 
 def _choice(s: str) -> str | None:
@@ -202,6 +311,11 @@ def fast_equivalence(gold: str, pred: str, rel_tol: float = DEFAULT_REL_TOL) -> 
     :mod:`conspo.rewards.latex_arith`), ``Reason.NOT_EQUAL`` (numbers, choice letters or arithmetic
     expressions that differ).
     """
+    if len(pred) > MAX_ANSWER_CHARS:
+        return Reason.TOO_LONG
+    if _CONTROL_RE.search(gold) or _CONTROL_RE.search(pred):
+        # A NUL or escape byte is no part of any answer (and "1\x002" must not read as 12).
+        return Reason.EXACT if gold == pred else Reason.NOT_EQUAL
     g, p = normalize_answer(gold), normalize_answer(pred)
     if g == p and g:
         return Reason.EXACT
@@ -211,8 +325,21 @@ def fast_equivalence(gold: str, pred: str, rel_tol: float = DEFAULT_REL_TOL) -> 
     if g_choice is not None:
         if p_choice is not None:
             return Reason.EXACT if g_choice == p_choice else Reason.NOT_EQUAL
-        if re.match(r"^\([A-E]\)(?![-+*/^=_.,])", p):  # "(B) 12", not "(E)+1"
-            return Reason.EXACT if p.lstrip("(")[0] == g_choice else Reason.NOT_EQUAL
+        letter = _CHOICE_LEAD_RE.match(p)  # "(B) 12", "B) 12", "option B", not "(E)+1"
+        if letter:
+            return Reason.EXACT if (letter.group(1) or letter.group(2)) == g_choice else Reason.NOT_EQUAL
+    g_pm, p_pm = _expand_pm(g), _expand_pm(p)
+    if g_pm is not None or p_pm is not None:
+        # "\\frac{3\\pm\\sqrt{5}}{2}" is the list of its two values.
+        if len(g) <= _FAST_MAX_CHARS and len(p) <= _FAST_MAX_CHARS:
+            same = _same_value(g_pm or g, p_pm or p, rel_tol)
+            if same is not None:
+                return Reason.SYMBOLIC if same else Reason.NOT_EQUAL
+            single = p if g_pm is not None else g
+            one_sided = p_pm is None or g_pm is None
+            if one_sided and "," not in single and not re.search(r"\\[{}]|\\in|\\cup", single):
+                return Reason.NOT_EQUAL  # two values against one: a missing element
+        return None
     if g.isalpha() and p.isalpha() and len(g) > 1 and g.casefold() == p.casefold():
         return Reason.EXACT  # a word answer ("Even", "\text{even}")
     g_num, p_num = parse_number(gold), parse_number(pred)
@@ -400,8 +527,10 @@ def check_equivalence(
         return make_verdict(False, None, Reason.NO_ANSWER)
     reason = fast_equivalence(gold, pred, rel_tol)
     if reason is None:
-        if symbolic and symbolic_equivalence(gold, pred, rel_tol=rel_tol):
+        # math-verify reads a list, not "\\pm" inside a fraction: give it the two values.
+        gold_pm, pred_pm = _expand_pm(gold) or gold, _expand_pm(pred) or pred
+        if symbolic and symbolic_equivalence(gold_pm, pred_pm, rel_tol=rel_tol):
             reason = Reason.SYMBOLIC
         else:
             reason = Reason.NOT_EQUAL
-    return make_verdict(reason is not Reason.NOT_EQUAL, pred, reason)
+    return make_verdict(reason in CORRECT_REASONS, pred, reason)

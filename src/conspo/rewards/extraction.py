@@ -1,7 +1,20 @@
-"""Pull the final answer out of a model response: last ``\\boxed{}``, "final answer is", "####", fallback.
+"""Pull the final answer out of a model response, whichever of the usual formats it is written in.
+
+Priority (the first rule that finds an answer wins; within one rule the last occurrence wins):
+
+1. the last ``\\boxed{...}`` / ``\\fbox{...}`` whose braces balance;
+2. Minerva's sentence ``Final Answer: The final answer is X. I hope it is correct.``;
+3. an answer anchor, the rightmost of: "the (final / correct) answer is X", "the answer to ... is X",
+   "the correct option / choice is X", ``**Answer:** X``, ``**Final Answer**`` / ``## Final Answer``
+   headers, ``Answer: X`` / ``Final answer: X`` lines, a GSM8K ``#### X`` line. X may be inline or
+   display math (``$..$`` ``\\(..\\)`` ``\\[..\\]`` ``$$..$$``, on the same line or the next ones), a
+   choice letter, or plain text up to the end of its sentence;
+4. the fallback (``"last_number"``: the last number of the tail, or the last math span when that number
+   sits inside it; ``"none"``: nothing).
 
 Everything here is pure Python, linear in the response length and safe on any input: it runs in the
-trainer's process, before anything is sent to a verifier worker.
+trainer's process, before anything is sent to a verifier worker. Every regular expression is either a
+literal-led anchor or a bounded span, so none can backtrack catastrophically.
 """
 
 from __future__ import annotations
@@ -9,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["extract_answer", "extract_boxed", "judged_text", "ThinkMode", "Fallback"]
+__all__ = ["MAX_ANSWER_CHARS", "extract_answer", "extract_boxed", "judged_text", "ThinkMode", "Fallback"]
 
 ThinkMode = Literal["auto", "after", "ignore"]
 Fallback = Literal["last_number", "none"]
@@ -17,15 +30,42 @@ Fallback = Literal["last_number", "none"]
 THINK_MODES = ("auto", "after", "ignore")
 FALLBACKS = ("last_number", "none")
 
+MAX_ANSWER_CHARS = 4000
+"""An extracted answer longer than this (after redundant outer braces are dropped) is refused with
+``Reason.TOO_LONG`` instead of being checked (INFERRED: the longest gold answer in the shared benchmarks
+is 210 characters; math-verify needs seconds on a few thousand)."""
+
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
-# "The final answer is $x$", "Answer: 12", "the answer is 5." (last occurrence wins).
-_ANSWER_RE = re.compile(
-    r"(?:final\s+answer|\banswer)\s*(?:is\b|:)[ \t]*(?:\$\s*)?([^\n]{1,300})", re.IGNORECASE
+
+# Minerva's few-shot sentence (lm-evaluation-harness minerva_math, Qwen2.5-Math's parser).
+_MINERVA_RE = re.compile(r"final\s+answer\s+is\b", re.IGNORECASE)
+_HOPE_RE = re.compile(r"\.?\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+
+# Answer anchors; each is literal-led with bounded gaps, so finditer stays linear.
+_ANCHOR_RE = re.compile(
+    r"(?P<is>\b(?:final\s+|correct\s+|right\s+)?(?:answer|choice|option)"
+    r"(?:\s+to\s+[^.\n$]{1,80}?)?\s*(?:\*\*)?\s+(?:is|would\s+be|will\s+be|should\s+be)\b(?:\s*:)?)"
+    r"|(?P<colon>\b(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:：](?:\s*(?:\*\*|__))?)"
+    r"|(?P<header>(?:\*\*|__)\s*final\s+answer\s*(?:\*\*|__)"
+    r"|^[ \t]*#{1,6}[ \t]*(?:\*\*)?final\s+answer\b(?:\*\*)?[ \t]*[:：]?)"
+    r"|(?P<hash>^[ \t]*####)",
+    re.IGNORECASE | re.MULTILINE,
 )
-_HASH_RE = re.compile(r"^[ \t]*####[ \t]*([^\n]{1,300})", re.MULTILINE)
+_ANCHORS_TRIED = 8  # rightmost anchors tried before the fallback (a self-corrected response has a few)
+_SKIP_RE = re.compile(r"(?:[\s:=*_]|\\(?:quad|qquad|,|;|!|\s)){0,200}")
+_MATH_OPEN = ("$$", "\\[", "\\(", "$")
+_OPENER_RE = re.compile(r"(?<!\\)\$\$?|\\\[|\\\(")
+_CURRENCY_RE = re.compile(r"\d[\d,.]*\s+[A-Za-z]{2,}")
+_MATH_CLOSE = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
+_JOINER_RE = re.compile(r"\s*(?:,\s*(?:and|or)\s|,|\band\b|\bor\b)\s*")
+_SENTENCE_END_RE = re.compile(
+    r"\.(?=\s|$)|\s+I\s+hope\b|(?<=\S)\s+(?:because|since|as|which|so|for|if|when|where|while)\s"
+    r"|(?<=\S)\s+(?:and|but)\s+(?=[A-Za-z]{2,})",
+    re.IGNORECASE,
+)
 _NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
-_MAX_ANSWER_CHARS = 20_000
+_TAIL_CHARS = 2000  # the fallback reads only the tail: a final number sits near the end
 
 
 def judged_text(text: str, think: ThinkMode = "auto") -> str | None:
@@ -63,7 +103,8 @@ def extract_boxed(text: str) -> str | None:
     """The content of the last ``\\boxed{...}`` / ``\\fbox{...}`` whose braces balance, or None.
 
     ``\\boxed 5`` (no braces) yields ``5``. An unbalanced last box falls back to the previous one.
-    Cost is linear in ``len(text)`` however many boxes or nested braces it holds.
+    Cost is linear in ``len(text)`` however many boxes or nested braces it holds. The content is
+    returned whole (the caller refuses one longer than :data:`MAX_ANSWER_CHARS`, never cuts it).
     """
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
@@ -94,7 +135,7 @@ def extract_boxed(text: str) -> str | None:
             close = closes.get(j)
             if close is None:
                 continue
-            return text[j + 1 : close].strip()[:_MAX_ANSWER_CHARS]
+            return _drop_outer_braces(text[j + 1 : close].strip())
         if j > end:  # "\boxed 5": the next token
             token = re.match(r"[^\s$]+", text[j : j + 300])
             if token:
@@ -102,23 +143,182 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def _clean_inline(answer: str) -> str:
-    """Strip the math delimiters and punctuation around an answer written in running text."""
-    ans = answer.strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if ans.startswith(left):
-            ans = ans[len(left) :]
-            end = ans.find(right)
-            if end >= 0:
-                ans = ans[:end]
+def _drop_outer_braces(s: str) -> str:
+    """``{{5}}`` -> ``5`` when the outer pairs enclose everything (linear: one scan per candidate depth)."""
+    k = 0
+    while k < len(s) // 2 and s[k] == "{" and s[-1 - k] == "}":
+        k += 1
+    while k > 0:
+        inner, depth, ok = s[k:-k], 0, True
+        for m in _BRACE_RE.finditer(inner):
+            depth += {"{": 1, "}": -1}.get(m.group(), 0)
+            if depth < 0:
+                ok = False
+                break
+        if ok and depth == 0:
+            return inner.strip()
+        k = 0 if k == 1 else 1  # unbalanced inside: retry with one pair, then give up
+    return s
+
+
+def _math_span(text: str, pos: int) -> tuple[str, int] | None:
+    """``(content, end)`` of the math span opening at ``pos`` (``$$ \\[ \\( $``), or None.
+
+    Inline ``$`` and ``\\(`` close on the same line; display math may span lines (bounded).
+    A ``$`` that does not close on its line is a currency sign, not math.
+    """
+    for opener in _MATH_OPEN:
+        if text.startswith(opener, pos):
             break
     else:
-        dollar = ans.find("$")
-        if dollar > 0:
-            ans = ans[:dollar]
-        # "204. I hope it is correct.": the sentence ends at a period followed by a space.
-        ans = re.split(r"\.\s", ans, maxsplit=1)[0]
-    return ans.strip().rstrip(".").strip()
+        return None
+    closer = _MATH_CLOSE[opener]
+    start = pos + len(opener)
+    limit = start + MAX_ANSWER_CHARS + 2
+    if opener in ("$", "\\("):
+        newline = text.find("\n", start, limit)
+        limit = newline if newline >= 0 else limit
+    j = start
+    while True:
+        end = text.find(closer, j, limit)
+        if end < 0:
+            return None
+        if closer == "$" and end > 0 and text[end - 1] == "\\":  # "\$" inside math is a dollar sign
+            j = end + 1
+            continue
+        if closer == "$" and text.startswith("$$", end):  # "$x$$" is not a closer we can trust
+            return None
+        content = text[start:end]
+        if opener == "$" and _CURRENCY_RE.match(content):
+            return None  # "$12 and the rest is $5": two currency signs, not math
+        return content, end + len(closer)
+
+
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    """Every math span ``(start, end, content)`` left to right (an unclosed ``$`` is skipped)."""
+    spans = []
+    pos = 0
+    while True:
+        m = _OPENER_RE.search(text, pos)
+        if m is None:
+            return spans
+        span = _math_span(text, m.start())
+        if span is None:
+            pos = m.end()
+            continue
+        spans.append((m.start(), span[1], span[0]))
+        pos = span[1]
+
+
+def _value_after(text: str, pos: int, header: bool) -> str | None:
+    """The answer written after an anchor ending at ``pos``: math span(s), a letter, or a sentence."""
+    skip = _SKIP_RE.match(text, pos)
+    j = skip.end() if skip else pos
+    # Math spans, joined when the answer is a list of them ("$2$ and $3$").
+    spans: list[str] = []
+    k = j
+    while len(spans) < 10:
+        span = _math_span(text, k)
+        if span is None:
+            break
+        spans.append(span[0])
+        k = span[1]
+        joiner = _JOINER_RE.match(text, k)
+        if joiner is None or joiner.end() >= len(text) or text[joiner.end()] not in "$\\":
+            break
+        k = joiner.end()
+    if spans:
+        return ", ".join(s.strip() for s in spans)
+    if text.startswith("\\boxed", j) or text.startswith("\\fbox", j):
+        return extract_boxed(text[j : j + MAX_ANSWER_CHARS + 20])
+    line_end = text.find("\n", j, j + MAX_ANSWER_CHARS)
+    line = text[j : line_end if line_end >= 0 else j + MAX_ANSWER_CHARS]
+    if not line.strip():
+        return None
+    # "is therefore $5$" / "is the area $12$": a few words, then the math.
+    for opener in ("$$", "\\[", "\\(", "$"):
+        at = line.find(opener)
+        if 0 < at <= 60 and re.fullmatch(r"[A-Za-z ,]*", line[:at]):
+            span = _math_span(text, j + at)
+            if span is not None:
+                return span[0].strip()
+    if line.startswith("$") and not line.startswith("$$"):
+        line = line[1:]  # "$57,500." : a currency sign that does not close
+    cut = _SENTENCE_END_RE.search(line)
+    if cut:
+        line = line[: cut.start()]
+    dollar = line.find("$")
+    if dollar > 0:  # "12 $\text{cm}$": the value before the math
+        line = line[:dollar]
+    return line
+
+
+def _clean(answer: str | None) -> str | None:
+    """Strip markdown emphasis, delimiters and trailing punctuation around an extracted answer."""
+    if answer is None:
+        return None
+    ans = answer.strip()
+    for _ in range(3):
+        before = ans
+        ans = ans.strip().strip("*_`").strip()
+        if ans.startswith("$") and ans.endswith("$") and len(ans) > 1:
+            ans = ans.strip("$")
+        for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
+            if ans.startswith(left) and ans.endswith(right):
+                ans = ans[len(left) : -len(right)]
+        ans = ans.rstrip(".,;:").strip()  # not "!": 5! is a factorial
+        if ans == before:
+            break
+    return ans or None
+
+
+def _wordy(answer: str) -> bool:
+    """A sentence rather than an answer: many words, no digit, no LaTeX, no relation."""
+    if re.search(r"[\d\\=^_{}()+/]", answer):
+        return False
+    return len(answer.split()) > 4
+
+
+def _from_anchors(judged: str) -> str | None:
+    # Minerva's sentence first: its X ends exactly before "I hope it is correct".
+    for m in reversed(list(_MINERVA_RE.finditer(judged))[-_ANCHORS_TRIED:]):
+        hope = _HOPE_RE.search(judged, m.end(), m.end() + MAX_ANSWER_CHARS)
+        if hope is None:
+            continue
+        between = judged[m.end() : hope.start()]
+        if "\n\n" in between:
+            continue
+        value = _value_after(judged[: hope.start()] + "\n", m.end(), header=False)
+        ans = _clean(value)
+        if ans:
+            return ans
+    anchors = list(_ANCHOR_RE.finditer(judged))[-_ANCHORS_TRIED:]
+    for m in reversed(anchors):
+        ans = _clean(_value_after(judged, m.end(), header=m.lastgroup == "header"))
+        if ans and not _wordy(ans):
+            return ans
+    return None
+
+
+def _last_number_or_math(judged: str) -> str | None:
+    """The fallback: the last number in the tail, or the whole last math span when it holds that number."""
+    tail = judged[-_TAIL_CHARS:]
+    cut = tail.find("\n") if len(judged) > _TAIL_CHARS else -1
+    if 0 <= cut < len(tail) // 2:  # start on a line boundary, so math spans pair up
+        tail = tail[cut + 1 :]
+    numbers = list(_NUMBER_RE.finditer(tail))
+    if not numbers:
+        return None
+    last = numbers[-1]
+    # The math span around the last number: "so $x = \\frac{1}{2}$." gives \\frac{1}{2}, not 2.
+    for start, end, content in reversed(_math_spans(tail)):
+        if start < last.start() and last.end() <= end:
+            if "=" in content:
+                content = content.rsplit("=", 1)[1]
+            return _clean(content)
+        if end <= last.start():
+            break
+    return last.group()
 
 
 def extract_answer(
@@ -126,15 +326,20 @@ def extract_answer(
 ) -> str | None:
     """The final answer in a model response, or None when there is none.
 
-    Order: the last ``\\boxed{}``/``\\fbox{}`` with balanced braces; then "final answer is ..." /
-    "answer: ..."; then a ``#### ...`` line (GSM8K); then ``fallback`` (``"last_number"``: the last number
-    in the judged text; ``"none"``: nothing). ``think`` picks the judged text (see :func:`judged_text`).
+    Order (see the module docstring): the last balanced ``\\boxed{}``/``\\fbox{}``; Minerva's "Final
+    Answer: The final answer is X. I hope it is correct."; the rightmost answer anchor ("the answer
+    is", ``**Answer:**``, ``**Final Answer**``, ``Answer:``, ``####``) with the math, letter or
+    sentence after it; then ``fallback``. ``think`` picks the judged text (see :func:`judged_text`).
     Never raises on bad input: a non-string or empty response gives None. An empty box gives None too.
+    The answer is returned whole; :class:`~conspo.rewards.MathVerifier` refuses one longer than
+    :data:`MAX_ANSWER_CHARS`.
 
     >>> extract_answer("so x = 2, hence \\\\boxed{\\\\frac{1}{2}}.")
     '\\\\frac{1}{2}'
     >>> extract_answer("<think>maybe 3</think> The answer is $4$.")
     '4'
+    >>> extract_answer("Final Answer: The final answer is $12$. I hope it is correct.")
+    '12'
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback={fallback!r}: expected one of {FALLBACKS}")
@@ -146,21 +351,10 @@ def extract_answer(
     if "\\boxed" in judged or "\\fbox" in judged:
         boxed = extract_boxed(judged)
         if boxed is not None:
-            return boxed or None
-    hits = list(_ANSWER_RE.finditer(judged))
-    if hits:
-        ans = _clean_inline(hits[-1].group(1))
-        if ans:
-            return ans
-    hits = list(_HASH_RE.finditer(judged))
-    if hits:
-        ans = _clean_inline(hits[-1].group(1))
-        if ans:
-            return ans
+            return _clean(boxed) if boxed.strip() else None
+    ans = _from_anchors(judged)
+    if ans:
+        return ans
     if fallback == "last_number":
-        # Only the tail: a final number sits near the end, and a 1 MB response must stay cheap.
-        tail = judged[-2000:]
-        numbers = _NUMBER_RE.findall(tail)
-        if numbers:
-            return numbers[-1]
+        return _last_number_or_math(judged)
     return None

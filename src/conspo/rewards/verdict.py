@@ -27,6 +27,8 @@ class Reason(str, Enum):
     """The check ran past the hard wall-clock timeout; its worker was killed and replaced."""
     ERROR = "error"
     """The check raised or its worker died; the batch went on."""
+    TOO_LONG = "too_long"
+    """The extracted answer is longer than ``MAX_ANSWER_CHARS``: refused, not cut and not checked."""
     INVALID_GOLD = "invalid_gold"
     """The gold answer is missing, empty or not a string: the item cannot be scored."""
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from conspo.rewards.equivalence import DEFAULT_REL_TOL, fast_equivalence
 from conspo.rewards.extraction import FALLBACKS, THINK_MODES, extract_answer
-from conspo.rewards.verdict import Reason, Verdict, make_verdict
+from conspo.rewards.verdict import CORRECT_REASONS, Reason, Verdict, make_verdict
 
 __all__ = ["MathVerifier", "VerifierStats"]
 
@@ -367,7 +367,7 @@ class MathVerifier:
             else:
                 reason = fast_equivalence(gold, pred, self.rel_tol)
                 if reason is not None:
-                    verdicts[i] = make_verdict(reason is not Reason.NOT_EQUAL, pred, reason)
+                    verdicts[i] = make_verdict(reason in CORRECT_REASONS, pred, reason)
                     self.stats.fast_path += 1
                 else:
                     jobs.setdefault(("check", (gold, pred, self.rel_tol)), []).append(i)
@@ -398,7 +398,7 @@ class MathVerifier:
             if reason is None:
                 reason = fast_equivalence(b_text, a_text, self.rel_tol)
             if reason is not None:
-                result[i] = reason is not Reason.NOT_EQUAL
+                result[i] = reason in CORRECT_REASONS
             else:
                 key = ("equiv", tuple(sorted((a_text, b_text))) + (self.rel_tol,))
                 jobs.setdefault(key, []).append(i)
