@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conspo.objectives import RolloutBatch, get_objective, grpo_credit, grpo_discriminative_form
+from conspo.objectives.grpo import clipped_surrogate
 
 
 def random_batch(
@@ -152,7 +153,25 @@ def seq_score(batch, i):
     return mean_or_zero(tokens(batch, i)[0])
 
 
-def ref_disco(batch, tau=10.0, delta=1e-4, beta=1e3, negatives="lse"):
+def all_groups_of(batch: RolloutBatch) -> list[list[int]]:
+    """Every group, valid or not, as lists of row indices."""
+    found: dict[int, list[int]] = {}
+    for i in range(batch.num_rows):
+        found.setdefault(int(batch.group_ids[i]), []).append(i)
+    return list(found.values())
+
+
+def kl_old(lp: torch.Tensor, old: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimates of KL(pi_old || pi_theta): k1 = -log r, k2 = (log r)^2 / 2, k3 = r - 1 - log r."""
+    log_rho = lp - old
+    if estimator == "k1":
+        return -log_rho
+    if estimator == "k2":
+        return 0.5 * log_rho**2
+    return torch.exp(log_rho) - log_rho - 1
+
+
+def ref_disco(batch, tau=10.0, delta=1e-4, beta=1e3, negatives="lse", estimator="k1", over="all"):
     per_group, kl_total, kl_count = [], 0.0, 0
     for rows in groups_of(batch):
         pos = [seq_score(batch, i) for i in rows if int(batch.labels[i]) == 1]
@@ -162,12 +181,14 @@ def ref_disco(batch, tau=10.0, delta=1e-4, beta=1e3, negatives="lse"):
         else:
             neg_term = sum(neg) / len(neg)
         per_group.append(sum(pos) / len(pos) - neg_term)
+    # "valid": the constraint's token mean and the main term's divisor see only valid groups; "all": every one.
+    counted = groups_of(batch) if over == "valid" else all_groups_of(batch)
+    for rows in counted:
         for i in rows:
             lp, old = tokens(batch, i)
-            log_rho = lp - old
-            kl_total = kl_total + (torch.exp(log_rho) - log_rho - 1).sum()
+            kl_total = kl_total + kl_old(lp, old, estimator).sum()
             kl_count += lp.numel()
-    loss = -sum(per_group) / max(len(per_group), 1)
+    loss = -sum(per_group) / max(len(counted), 1)
     kl = kl_total / max(kl_count, 1)
     return loss + 0.5 * beta * torch.clamp(kl - delta, min=0) ** 2
 
@@ -198,6 +219,13 @@ CASES = [
     ("sapo", {}, ref_sapo),
     ("disco", {}, ref_disco),
     ("disco", {"negatives": "mean"}, lambda b: ref_disco(b, negatives="mean")),
+    ("disco", {"kl_estimator": "k2"}, lambda b: ref_disco(b, estimator="k2")),
+    (
+        "disco",
+        {"kl_estimator": "low_var_kl", "normalize_over": "valid"},
+        lambda b: ref_disco(b, estimator="k3", over="valid"),
+    ),
+    ("disco", {"kl_estimator": "k1", "normalize_over": "valid"}, lambda b: ref_disco(b, over="valid")),
     ("conspo", {"margin": "none"}, ref_conspo),
     ("conspo", {"margin": "fixed"}, lambda b: ref_conspo(b, margin=0.01)),
     ("conspo", {"credit": "linear", "margin": "fixed"}, lambda b: ref_conspo(b, margin=0.01, linear=True)),
@@ -218,12 +246,149 @@ def test_objective_matches_naive_reference(name, hparams, reference, seed):
     assert grad.abs().sum() > 0
 
 
-def test_disco_penalty_is_active_on_off_policy_data():
-    batch = random_batch(3)
-    out = get_objective("disco")(batch)
+def drifted_batch(seed: int) -> RolloutBatch:
+    """pi_theta has lost probability on the sampled tokens: every KL estimate is positive."""
+    batch = random_batch(seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    old = batch.token_logps.detach() + 0.3 * torch.randn(batch.token_logps.shape, generator=gen).abs()
+    return RolloutBatch(batch.token_logps, batch.mask, batch.group_ids, batch.rewards, old_token_logps=old)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_disco_penalty_is_active_on_off_policy_data(estimator):
+    batch = drifted_batch(3)
+    out = get_objective("disco", kl_estimator=estimator)(batch)
     assert out.metrics["disco/kl"] > 1e-4 and out.metrics["disco/penalty"] > 0
     no_penalty = get_objective("disco", beta=0.0)(batch)
     assert not torch.allclose(out.loss, no_penalty.loss)
+    torch.testing.assert_close(
+        out.loss.detach(), ref_disco(batch, estimator=estimator).detach(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_disco_estimators_differ_and_default_is_the_scripts_k1():
+    """The DisCO scripts pass ppo_kl_type=kl (k1); verl's names map to the estimators they denote."""
+    batch = drifted_batch(4)
+    values = {
+        est: float(get_objective("disco", kl_estimator=est)(batch).metrics["disco/kl"])
+        for est in ("k1", "k2", "k3")
+    }
+    assert len(set(values.values())) == 3
+    assert get_objective("disco").kl_estimator == "k1"
+    assert float(get_objective("disco")(batch).metrics["disco/kl"]) == values["k1"]
+    for name, canonical in (("kl", "k1"), ("mse", "k2"), ("low_var_kl", "k3")):
+        assert get_objective(f"disco:kl_estimator={name}").kl_estimator == canonical
+    with pytest.raises(ValueError, match="kl_estimator"):
+        get_objective("disco", kl_estimator="k4")
+
+
+def test_disco_k3_is_clamped_at_ten_as_verl():
+    from conspo.objectives.disco import old_policy_kl
+
+    logp = torch.tensor([[-1.0, -1.0, -1.0]])
+    old = torch.tensor([[-1.0, -2.0, -20.0]])  # log r = 0, 1, 19: k3 = 0, e - 2, clamped 10
+    torch.testing.assert_close(old_policy_kl(logp, old, "k3"), torch.tensor([[0.0, math.e - 2.0, 10.0]]))
+    torch.testing.assert_close(old_policy_kl(logp, old, "k1"), torch.tensor([[0.0, -1.0, -19.0]]))
+
+
+def ppo_f_bounded(rho, adv, lo, hi, delta=None, clip_c=None):
+    """ppo_f with TRL's two-sided `delta` (cap the unclipped ratio) and verl's dual clip (A < 0: >= c A)."""
+    unclipped = rho if delta is None else torch.clamp(rho, max=delta)
+    value = torch.minimum(unclipped * adv, torch.clamp(rho, 1 - lo, 1 + hi) * adv)
+    if clip_c is not None and adv < 0:
+        value = torch.maximum(value, torch.full_like(value, clip_c * adv))
+    return value
+
+
+def ref_all_rows(batch, token_value, per_group_mean=True, kl_coef=0.0):
+    """Every row counts (TRL / verl): per_group_mean -> mean over every group of its row mean of the token
+    mean; else the sum over every token / the batch's token count. All-equal groups have advantage 0."""
+    total, tokens_seen, per_group = 0.0, 0, []
+    for rows in all_groups_of(batch):
+        r = [float(batch.rewards[i]) for i in rows]
+        mu = sum(r) / len(r)
+        sd = math.sqrt(sum((x - mu) ** 2 for x in r) / len(r))
+        group_total = 0.0
+        for i, x in zip(rows, r):
+            a = (x - mu) / sd if sd > 0 else 0.0
+            keep = batch.mask[i].bool()
+            lp, old = batch.token_logps[i][keep], batch.old_token_logps[i][keep]
+            value = token_value(lp, old, a)
+            if kl_coef:
+                ref = batch.ref_token_logps[i][keep]
+                value = value - kl_coef * (torch.exp(ref - lp) - (ref - lp) - 1)
+            total = total + value.sum()
+            tokens_seen += lp.numel()
+            group_total = group_total + mean_or_zero(value)
+        per_group.append(group_total / len(rows))
+    if per_group_mean:
+        return -sum(per_group) / len(per_group)
+    return -total / max(tokens_seen, 1)
+
+
+ALL_ROWS_CASES = [
+    ("grpo", {}, lambda lp, old, a: ppo_f(torch.exp(lp - old), a, 0.2, 0.2), True),
+    ("grpo", {"delta": 1.5}, lambda lp, old, a: ppo_f_bounded(torch.exp(lp - old), a, 0.2, 0.2, 1.5), True),
+    (
+        "grpo",
+        {"clip_ratio_c": 1.3},
+        lambda lp, old, a: ppo_f_bounded(torch.exp(lp - old), a, 0.2, 0.2, clip_c=1.3),
+        True,
+    ),
+    ("dapo", {}, lambda lp, old, a: ppo_f(torch.exp(lp - old), a, 0.2, 0.28), False),
+    (
+        "dapo",
+        {"delta": 1.4, "clip_ratio_c": 1.6},
+        lambda lp, old, a: ppo_f_bounded(torch.exp(lp - old), a, 0.2, 0.28, 1.4, 1.6),
+        False,
+    ),
+    ("cispo", {}, lambda lp, old, a: torch.clamp(torch.exp(lp - old), max=5.0).detach() * a * lp, False),
+]
+
+
+@pytest.mark.parametrize("kl_coef", [0.0, 0.05])
+@pytest.mark.parametrize(
+    "name,hparams,token_value,group_mean",
+    ALL_ROWS_CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(ALL_ROWS_CASES)],
+)
+def test_normalize_over_all_rows_and_the_clip_bounds_match_reference(
+    name, hparams, token_value, group_mean, kl_coef
+):
+    """normalize_over="all": every group / token counts, and rows of all-equal groups still carry their KL term."""
+    batch = random_batch(8, with_ref=True)
+    assert len(groups_of(batch)) < len(
+        all_groups_of(batch)
+    )  # some groups are all-correct / all-wrong / single
+    objective = get_objective(name, normalize_over="all", kl_coef=kl_coef, **hparams)
+    out = objective(batch)
+    expected = ref_all_rows(batch, token_value, group_mean, kl_coef)
+    (grad,) = torch.autograd.grad(out.loss, batch.token_logps)
+    (grad_ref,) = torch.autograd.grad(expected, batch.token_logps)
+    torch.testing.assert_close(out.loss.detach(), expected.detach().float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-7)
+    valid_only = get_objective(name, kl_coef=kl_coef, **hparams)(batch).loss
+    assert not torch.allclose(out.loss, valid_only)
+
+
+def test_delta_and_dual_clip_bind_on_negative_advantages_only():
+    ratio = torch.tensor([0.5, 1.0, 2.0, 5.0])
+    for adv in (1.0, -1.0):
+        a = torch.tensor(adv)
+        plain, _ = clipped_surrogate(ratio, a, 0.2, 0.2)
+        for kwargs in ({"delta": 3.0}, {"clip_ratio_c": 3.0}):
+            bounded, flags = clipped_surrogate(ratio, a, 0.2, 0.2, **kwargs)
+            if adv > 0:
+                torch.testing.assert_close(bounded, plain)
+            else:  # only the ratio 5 > 3 token changes: its value is 3 A (not 5 A)
+                torch.testing.assert_close(bounded, torch.tensor([-0.8, -1.0, -2.0, -3.0]))
+                assert flags.tolist() == [True, False, False, True]
+    with pytest.raises(ValueError, match="delta"):
+        get_objective("grpo", delta=1.0)
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        get_objective("dapo:clip_ratio_c=0.5")
+    with pytest.raises(ValueError, match="normalize_over"):
+        get_objective("grpo", normalize_over="rows")
 
 
 def test_grpo_kl_to_reference_matches_reference():

@@ -8,7 +8,18 @@ import torch
 
 from conspo.objectives import RolloutBatch, get_objective, list_objectives
 
-SPECS = [*list_objectives(), "conspo:credit=linear", "conspo:score=clipped_ratio", "disco:score=ratio,tau=1"]
+SPECS = [
+    *list_objectives(),
+    "conspo:credit=linear",
+    "conspo:score=clipped_ratio",
+    "disco:score=ratio,tau=1",
+    "disco:normalize_over=valid,kl_estimator=k3",
+    "conspo:normalize_over=all",
+    "grpo:normalize_over=all,delta=1.3,clip_ratio_c=1.2",
+    "dr_grpo:normalize_over=all",
+    "dapo:normalize_over=all,clip_ratio_c=1.5",
+    "cispo:normalize_over=all",
+]
 
 
 def random_batch(seed: int, with_ref: bool = False) -> RolloutBatch:

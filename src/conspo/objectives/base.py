@@ -27,7 +27,15 @@ from .credits import autograd_credit, grpo_advantages
 from .groups import GroupIndex, group_index, segment_sum
 from .scores import k3_kl, masked_token_mean, masked_token_sum, response_lengths, sequence_logprob_score
 
-__all__ = ["Objective", "RatioObjective", "ScoreObjective", "check_range"]
+__all__ = [
+    "NORMALIZE_OVER",
+    "Objective",
+    "RatioObjective",
+    "ScoreObjective",
+    "check_range",
+    "counted_rows",
+    "group_share",
+]
 
 
 def check_range(
@@ -83,14 +91,45 @@ def _group_metrics(batch: RolloutBatch, gi: GroupIndex) -> dict[str, torch.Tenso
         }
 
 
-def _normalizer(batch: RolloutBatch, gi: GroupIndex) -> dict[str, torch.Tensor]:
-    """Global counts of what the loss averages over: valid groups, their sequences and tokens."""
-    valid = gi.row_valid
+NormalizeOver = Literal["valid", "all"]
+NORMALIZE_OVER: tuple[str, ...] = ("valid", "all")
+
+
+def counted_rows(gi: GroupIndex, over: NormalizeOver) -> torch.Tensor:
+    """[B] bool: the rows the loss averages over; "valid": labelled rows of valid groups, "all": every row."""
+    if over == "all":
+        return torch.ones_like(gi.row_valid)
+    return gi.row_valid
+
+
+def group_share(gi: GroupIndex, over: NormalizeOver) -> torch.Tensor:
+    """[B] float: 1 / (rows of the row's group that count) on counted rows, 0 elsewhere (the group mean)."""
+    rows = counted_rows(gi, over)
+    if over == "all":
+        size = segment_sum(torch.ones_like(gi.size[gi.inverse]), gi.inverse, gi.num_groups)
+    else:
+        size = gi.size
+    share = (1.0 / size.clamp(min=1))[gi.inverse]
+    return torch.where(rows, share, torch.zeros_like(share))
+
+
+def _normalizer(
+    batch: RolloutBatch, gi: GroupIndex, over: NormalizeOver = "valid"
+) -> dict[str, torch.Tensor]:
+    """Global counts of what the loss averages over: groups, sequences and tokens that count.
+
+    "valid": the valid groups, their labelled rows and those rows' tokens (the paper's filtering);
+    "all": every group, row and token of the batch (TRL, verl and the DisCO code average over these).
+    """
+    rows = counted_rows(gi, over)
+    groups = (
+        gi.num_valid.detach() if over == "valid" else _count(torch.ones(gi.num_groups, device=rows.device))
+    )
     return {
-        "groups": gi.num_valid.detach(),
-        "sequences": _count(valid),
+        "groups": groups,
+        "sequences": _count(rows),
         "tokens": _count(
-            torch.where(valid, response_lengths(batch.mask), torch.zeros_like(valid, dtype=torch.float))
+            torch.where(rows, response_lengths(batch.mask), torch.zeros_like(rows, dtype=torch.float))
         ),
     }
 
@@ -112,9 +151,17 @@ class Objective:
             "help": "beta of an optional k3 KL(pi_theta || pi_ref) penalty; > 0 needs ref_token_logps."
         },
     )
+    normalize_over: NormalizeOver = field(
+        default="valid",
+        metadata={
+            "help": "what the loss averages over: 'valid' groups (the paper: all-correct / all-wrong groups and "
+            "rows labelled -1 count nowhere) or 'all' rows, groups and tokens of the batch (TRL, verl)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_range(type(self).__name__, "kl_coef", self.kl_coef, low=0.0)
+        check_choice(self.name or type(self).__name__, "normalize_over", self.normalize_over, NORMALIZE_OVER)
 
     # ---- protocol ---------------------------------------------------------------------------------
     @property
@@ -173,7 +220,8 @@ class ScoreObjective(Objective):
 
     Subclasses implement `score` (per row, differentiable, separable) and `group_objective` ([num_groups],
     0 for invalid groups); they may override `score_credit` with an analytic form. The loss is
-    -(1/n_valid_groups) sum_g J_g (+ kl_coef * mean over each valid group of the token-mean k3 KL).
+    -(1/n_groups) sum_g J_g (+ kl_coef * mean over each group of the token-mean k3 KL), n_groups and the
+    group means taken over valid groups (`normalize_over="valid"`) or over every group (`"all"`).
     """
 
     def score(self, batch: RolloutBatch) -> torch.Tensor:
@@ -207,13 +255,11 @@ class ScoreObjective(Objective):
             offset = torch.where(
                 gi.row_valid, (rest / gi.size.clamp(min=1))[gi.inverse], torch.zeros_like(scores)
             )
-            weight = torch.where(
-                gi.row_valid, (1.0 / gi.size.clamp(min=1))[gi.inverse], torch.zeros_like(scores)
-            )
+            weight = group_share(gi, self.normalize_over).to(scores.dtype)
         metrics = {**_group_metrics(batch, gi), **metrics}
         return Credit(
             rows={"coef": coef, "offset": offset, "weight": weight, "score": scores},
-            normalizer=_normalizer(batch, gi),
+            normalizer=_normalizer(batch, gi, self.normalize_over),
             metrics=metrics,
         )
 
@@ -245,10 +291,10 @@ class ScoreObjective(Objective):
         metrics.update(extra)
         kl = self._kl_rows(batch)
         if kl is not None:
-            weight = torch.where(gi.row_valid, (1.0 / gi.size.clamp(min=1))[gi.inverse], torch.zeros_like(kl))
+            weight = group_share(gi, self.normalize_over).to(kl.dtype)
             total = total - self.kl_coef * (weight * kl).sum()
             metrics["kl/mean"] = kl.detach().mean()
-        loss = -total / gi.num_valid.clamp(min=1)
+        loss = -total / _normalizer(batch, gi, self.normalize_over)["groups"].clamp(min=1)
         return LossOutput(loss=loss, metrics=metrics)
 
 
@@ -259,6 +305,8 @@ class RatioObjective(Objective):
     `surrogate(batch, advantages)` returns per-token values [B, T] (reduced by `token_reduction`) or
     per-row values [B]. Aggregation: "groups" = mean over each valid group's rows, then over valid groups
     (GRPO, Eq. 2); "tokens" = sum over all valid tokens / their global count (DAPO's token-level mean).
+    With `normalize_over="all"` every row, group and token counts instead (TRL's and verl's aggregation;
+    rows of all-correct / all-wrong groups have zero advantage, so they add only their KL term).
     """
 
     token_reduction: ClassVar[Literal["mean", "sum"]] = "mean"
@@ -275,10 +323,9 @@ class RatioObjective(Objective):
 
     def row_weight(self, batch: RolloutBatch, gi: GroupIndex) -> torch.Tensor:
         """Per-row aggregation weight (before dividing by the global count)."""
-        zero = torch.zeros(batch.num_rows, device=batch.token_logps.device)
         if self.normalize_by == "tokens":
-            return torch.where(gi.row_valid, torch.ones_like(zero), zero)
-        return torch.where(gi.row_valid, (1.0 / gi.size.clamp(min=1))[gi.inverse], zero)
+            return counted_rows(gi, self.normalize_over).float()
+        return group_share(gi, self.normalize_over)
 
     def credit(self, batch: RolloutBatch, progress: float = 0.0) -> Credit:
         self._check_batch(batch)
@@ -289,7 +336,7 @@ class RatioObjective(Objective):
             weight = self.row_weight(batch, gi)
         return Credit(
             rows={"advantages": adv, "weight": weight},
-            normalizer=_normalizer(batch, gi),
+            normalizer=_normalizer(batch, gi, self.normalize_over),
             metrics=_group_metrics(batch, gi),
         )
 

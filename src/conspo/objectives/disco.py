@@ -7,14 +7,52 @@ from typing import Literal
 
 import torch
 
-from .base import ScoreObjective, check_choice, check_range
+from .base import NormalizeOver, ScoreObjective, check_choice, check_range, counted_rows
 from .batch import Credit, LossOutput, RolloutBatch
 from .credits import linear_objective
 from .groups import GroupIndex, group_index, segment_logsumexp, segment_sum
 from .registry import register_objective
-from .scores import k3_kl, likelihood_ratio_score, masked_token_sum, response_lengths, sequence_logprob_score
+from .scores import (
+    likelihood_ratio_score,
+    masked_token_sum,
+    response_lengths,
+    sequence_logprob_score,
+    token_log_ratio,
+)
 
-__all__ = ["DisCO"]
+__all__ = ["KL_ESTIMATORS", "DisCO", "old_policy_kl"]
+
+
+KL_ESTIMATORS: dict[str, str] = {
+    "k1": "k1",
+    "k2": "k2",
+    "k3": "k3",
+    "kl": "k1",
+    "mse": "k2",
+    "low_var_kl": "k3",
+}
+"""DisCO's KL estimators and verl's names for them (`kl` = k1, `mse` = k2, `low_var_kl` = k3)."""
+
+K3_CLAMP = 10.0
+"""verl's `kl_penalty(..., "low_var_kl")` clamps the k3 value to [-10, 10]; k3 >= 0, so only the top binds."""
+
+
+def old_policy_kl(
+    token_logps: torch.Tensor, old_token_logps: torch.Tensor | None, estimator: str
+) -> torch.Tensor:
+    """Per-token estimate of KL(pi_old || pi_theta) from tokens sampled by pi_old, float32+ [B, T].
+
+    With log r = log pi_theta - log pi_old (clamped to +-20 as verl does): k1 = -log r (the DisCO scripts'
+    `ppo_kl_type=kl`), k2 = (log r)^2 / 2 (`mse`), k3 = r - 1 - log r clamped at 10 (`low_var_kl`; the
+    DisCO function leaves it unclamped, verl's `kl_penalty` clamps). None old log-probs: on-policy, 0.
+    """
+    log_ratio = token_log_ratio(token_logps, old_token_logps)
+    kind = KL_ESTIMATORS[estimator]
+    if kind == "k1":
+        return -log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio.square()
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(max=K3_CLAMP)
 
 
 @register_objective("disco")
@@ -26,12 +64,22 @@ class DisCO(ScoreObjective):
         J(q) = mean_{i in P} s_i - tau * log mean_{j in N} exp(s_j / tau)        (negatives="lse")
         J(q) = mean_{i in P} s_i - mean_{j in N} s_j                                 (negatives="mean", DisCO-b)
     with s = mean token log-prob ("logprob", log-L) or mean token ratio pi_theta/pi_old ("ratio", L-ratio).
-    The constraint KL(pi_old || pi_theta) <= delta enters as the penalty (beta/2) [D - delta]_+^2, where D is the
-    k3 estimate over every valid token of the batch; its gradient beta [D - delta]_+ grad D is the one
-    the official implementation backpropagates. Loss = -mean over valid groups of J(q) + penalty.
+    The constraint KL(pi_old || pi_theta) <= delta enters as the penalty (beta/2) [D - delta]_+^2, where D is
+    the token mean of `kl_estimator` (k1 by default, as the authors' scripts run it); its gradient
+    beta [D - delta]_+ grad D is the one the official implementation backpropagates.
+    Loss = -(1/n_groups) sum_g J(q) + penalty. With `normalize_over="all"` (the default, as the authors'
+    `compute_policy_loss_disco_*`) n_groups counts every question of the batch and D runs over every token;
+    with "valid" both are restricted to the valid groups (the ConSPO paper's filtering).
     In a distributed run D is the one of the batch given to `credit` (per process unless gathered).
     """
 
+    normalize_over: NormalizeOver = field(
+        default="all",
+        metadata={
+            "help": "'all' (the DisCO code: the main term / every question, D over every token) or 'valid' "
+            "(valid groups only, as the ConSPO paper filters)."
+        },
+    )
     score_kind: Literal["logprob", "ratio"] = field(
         default="logprob", metadata={"help": "'logprob' (log-L, DisCO's default) or 'ratio' (L-ratio)."}
     )
@@ -46,6 +94,13 @@ class DisCO(ScoreObjective):
     beta: float = field(
         default=1e3, metadata={"help": "squared-hinge penalty weight beta >= 0 (DisCO: 1e3); 0 disables it."}
     )
+    kl_estimator: Literal["k1", "k2", "k3", "kl", "mse", "low_var_kl"] = field(
+        default="k1",
+        metadata={
+            "help": "estimator of KL(pi_old || pi_theta) in the constraint: 'k1' (the DisCO scripts' "
+            "ppo_kl_type=kl), 'k2', or 'k3' (low_var_kl, clamped at 10 as verl); verl's names are accepted."
+        },
+    )
 
     aliases = {"score": "score_kind"}  # noqa: RUF012
 
@@ -56,6 +111,8 @@ class DisCO(ScoreObjective):
         check_range("disco", "tau", self.tau, low=0.0, low_open=True)
         check_range("disco", "delta", self.delta, low=0.0)
         check_range("disco", "beta", self.beta, low=0.0)
+        check_choice("disco", "kl_estimator", self.kl_estimator, tuple(KL_ESTIMATORS))
+        self.kl_estimator = KL_ESTIMATORS[self.kl_estimator]  # verl's names -> k1 / k2 / k3
 
     @property
     def needs_old_logps(self) -> bool:
@@ -82,9 +139,9 @@ class DisCO(ScoreObjective):
 
     # ---- the KL constraint ----------------------------------------------------------------------
     def _kl_rows_old(self, batch: RolloutBatch) -> torch.Tensor:
-        """Per-row sum over tokens of the k3 estimate of KL(pi_old || pi_theta) (0 when on-policy)."""
-        old = batch.token_logps.detach() if batch.old_token_logps is None else batch.old_token_logps
-        return masked_token_sum(k3_kl(old, batch.token_logps), batch.mask)
+        """Per-row sum over tokens of the `kl_estimator` estimate of KL(pi_old || pi_theta) (0 on-policy)."""
+        kl = old_policy_kl(batch.token_logps, batch.old_token_logps, self.kl_estimator)
+        return masked_token_sum(kl, batch.mask)
 
     def _hinge(self, kl_mean: torch.Tensor) -> torch.Tensor:
         return (kl_mean - self.delta).clamp(min=0.0)
@@ -94,7 +151,7 @@ class DisCO(ScoreObjective):
         batch = batch.detach()
         gi = group_index(batch.group_ids, batch.labels)
         with torch.no_grad():
-            valid = gi.row_valid
+            valid = counted_rows(gi, self.normalize_over)
             zeros = torch.zeros(batch.num_rows, device=valid.device)
             kl_sum = torch.where(valid, self._kl_rows_old(batch), zeros)
             tokens = credit.normalizer["tokens"].clamp(min=1)
@@ -126,7 +183,7 @@ class DisCO(ScoreObjective):
         if self.beta <= 0:
             return out
         gi = group_index(batch.group_ids, batch.labels)
-        valid = gi.row_valid
+        valid = counted_rows(gi, self.normalize_over)
         kl_sum = torch.where(
             valid, self._kl_rows_old(batch), torch.zeros(batch.num_rows, device=valid.device)
         )

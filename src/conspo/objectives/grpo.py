@@ -27,19 +27,59 @@ def masked_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def clipped_surrogate(
-    ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+    delta: float | None = None,
+    clip_ratio_c: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's f(rho, A) = min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) (Eq. 3) and the clipped-token flags.
 
+    `delta` (two-sided GRPO, INTELLECT-2; TRL's `delta`): the unclipped branch uses min(rho, delta), so
+    f = min(min(rho, delta) A, clip(rho) A) and a negative-advantage token's ratio is capped at delta.
+    `clip_ratio_c` (dual-clip PPO, Ye et al. 2020; verl's `clip_ratio_c`): where A < 0, f = max(f, c A).
     `advantages` broadcasts against `ratio` ([B, 1] against [B, T], or [B] against [B]).
     """
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-    value = torch.minimum(ratio * advantages, clipped * advantages)
-    is_clipped = ((ratio > 1.0 + eps_high) & (advantages > 0)) | ((ratio < 1.0 - eps_low) & (advantages < 0))
+    unclipped = ratio if delta is None else ratio.clamp(max=delta)
+    value = torch.minimum(unclipped * advantages, clipped * advantages)
+    negative = advantages < 0
+    is_clipped = ((ratio > 1.0 + eps_high) & (advantages > 0)) | ((ratio < 1.0 - eps_low) & negative)
+    if delta is not None:
+        is_clipped = is_clipped | (negative & (ratio > delta))
+    if clip_ratio_c is not None:
+        value = torch.where(negative, torch.maximum(value, clip_ratio_c * advantages), value)
+        is_clipped = is_clipped | (negative & (ratio > clip_ratio_c))
     return value, is_clipped
 
 
+@dataclass
 class _ClippedTokenObjective(RatioObjective):
+    """The PPO-clip family (GRPO, Dr. GRPO, DAPO) and its two optional bounds on negative-advantage tokens."""
+
+    delta: float | None = field(
+        default=None,
+        metadata={
+            "help": "two-sided clip (INTELLECT-2, TRL's `delta`): the unclipped ratio is capped at delta > 1 "
+            "(use > 1 + eps_high); None: off."
+        },
+    )
+    clip_ratio_c: float | None = field(
+        default=None,
+        metadata={
+            "help": "dual-clip (verl's `clip_ratio_c`, verl default 3.0): for A < 0 the surrogate is at least "
+            "c * A, c > 1; None: off."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.delta is not None:
+            check_range(self.name, "delta", self.delta, low=1.0, low_open=True)
+        if self.clip_ratio_c is not None:
+            check_range(self.name, "clip_ratio_c", self.clip_ratio_c, low=1.0, low_open=True)
+
     def _eps(self) -> tuple[float, float]:
         raise NotImplementedError
 
@@ -48,7 +88,9 @@ class _ClippedTokenObjective(RatioObjective):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ratio = torch.exp(token_log_ratio(batch.token_logps, batch.old_token_logps))
         eps_low, eps_high = self._eps()
-        value, is_clipped = clipped_surrogate(ratio, advantages[:, None], eps_low, eps_high)
+        value, is_clipped = clipped_surrogate(
+            ratio, advantages[:, None], eps_low, eps_high, self.delta, self.clip_ratio_c
+        )
         metrics = {
             "ratio/clip_frac": masked_fraction(is_clipped, batch.mask),
             "ratio/mean": masked_token_sum(ratio.detach(), batch.mask).sum()
