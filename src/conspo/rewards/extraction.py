@@ -52,10 +52,13 @@ _ANCHOR_RE = re.compile(
     r"|(?P<hash>^[ \t]*####)",
     re.IGNORECASE | re.MULTILINE,
 )
+_ANCHOR_KEYWORDS = ("answer", "choice", "option", "####")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ANCHORS_TRIED = 8  # rightmost anchors tried before the fallback (a self-corrected response has a few)
 _SKIP_RE = re.compile(r"(?:[\s:=*_]|\\(?:quad|qquad|,|;|!|\s)){0,200}")
 _MATH_OPEN = ("$$", "\\[", "\\(", "$")
 _OPENER_RE = re.compile(r"(?<!\\)\$\$?|\\\[|\\\(")
+_UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
 _CURRENCY_RE = re.compile(r"\d[\d,.]*\s+[A-Za-z]{2,}")
 _MATH_CLOSE = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
 _JOINER_RE = re.compile(r"\s*(?:,\s*(?:and|or)\s|,|\band\b|\bor\b)\s*")
@@ -247,9 +250,9 @@ def _value_after(text: str, pos: int, header: bool) -> str | None:
     cut = _SENTENCE_END_RE.search(line)
     if cut:
         line = line[: cut.start()]
-    dollar = line.find("$")
-    if dollar > 0:  # "12 $\text{cm}$": the value before the math
-        line = line[:dollar]
+    dollar = _UNESCAPED_DOLLAR_RE.search(line)
+    if dollar and dollar.start() > 0:  # "12 $\text{cm}$": the value before the math
+        line = line[: dollar.start()]
     return line
 
 
@@ -279,21 +282,53 @@ def _wordy(answer: str) -> bool:
     return len(answer.split()) > 4
 
 
+def _lowered(text: str) -> str:
+    """``text`` lower-cased with every index kept (str.lower can change the length of some letters)."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
+def _last_hits(low: str, needle: str, k: int) -> list[int]:
+    """Start of the last ``k`` occurrences of ``needle`` (str.rfind: C speed on a 1 MB text)."""
+    hits, end = [], len(low)
+    while len(hits) < k:
+        pos = low.rfind(needle, 0, end)
+        if pos < 0:
+            break
+        hits.append(pos)
+        end = pos
+    return hits
+
+
+def _anchors(judged: str, low: str) -> list[re.Match]:
+    """The rightmost answer anchors, rightmost first. Keywords are found by rfind, and the anchor
+    regex runs only in a small window around each, so a 1 MB response costs a few string scans."""
+    found: dict[int, re.Match] = {}
+    for keyword in _ANCHOR_KEYWORDS:
+        for pos in _last_hits(low, keyword, 4 * _ANCHORS_TRIED):
+            line_start = judged.rfind("\n", max(0, pos - 64), pos) + 1
+            start = min(max(0, pos - 16), line_start if line_start > 0 else max(0, pos - 64))
+            for m in _ANCHOR_RE.finditer(judged, start, min(len(judged), pos + len(keyword) + 120)):
+                if m.start() <= pos < m.end():
+                    found.setdefault(m.start(), m)
+    return [found[k] for k in sorted(found, reverse=True)[:_ANCHORS_TRIED]]
+
+
 def _from_anchors(judged: str) -> str | None:
+    low = _lowered(judged)
     # Minerva's sentence first: its X ends exactly before "I hope it is correct".
-    for m in reversed(list(_MINERVA_RE.finditer(judged))[-_ANCHORS_TRIED:]):
+    for pos in _last_hits(low, "final answer", _ANCHORS_TRIED):
+        m = _MINERVA_RE.match(judged, pos)
+        if m is None:
+            continue
         hope = _HOPE_RE.search(judged, m.end(), m.end() + MAX_ANSWER_CHARS)
-        if hope is None:
+        if hope is None or "\n\n" in judged[m.end() : hope.start()]:
             continue
-        between = judged[m.end() : hope.start()]
-        if "\n\n" in between:
-            continue
-        value = _value_after(judged[: hope.start()] + "\n", m.end(), header=False)
+        value = _value_after(judged[m.end() : hope.start()] + "\n", 0, header=False)
         ans = _clean(value)
         if ans:
             return ans
-    anchors = list(_ANCHOR_RE.finditer(judged))[-_ANCHORS_TRIED:]
-    for m in reversed(anchors):
+    for m in _anchors(judged, low):
         ans = _clean(_value_after(judged, m.end(), header=m.lastgroup == "header"))
         if ans and not _wordy(ans):
             return ans
