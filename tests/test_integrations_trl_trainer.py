@@ -241,8 +241,12 @@ def test_trains_the_warm_started_testbed_policy_with_conspos_verifier(tmp_path, 
     finally:
         verifier_reward.close()
     assert any(r == 1.0 for rewards in reward.calls for r in rewards)  # the warm start solves some problems
-    check_gradients(
-        trainer, capture, reward, lambda: AutoModelForCausalLM.from_pretrained(testbed_policy_dir)
+    # With no group holding both a positive and a negative both gradients would be zero: require one.
+    assert (
+        check_gradients(
+            trainer, capture, reward, lambda: AutoModelForCausalLM.from_pretrained(testbed_policy_dir)
+        )
+        > 0
     )
 
 

@@ -125,6 +125,9 @@ def test_margin_schedule_values():
     assert margin_schedule(0.0, "fixed", M, alpha) == M
     assert margin_schedule(0.9, "none", M, alpha) == 0.0
     assert margin_schedule(1.2, "cosine", M, alpha) == pytest.approx(M)  # clamped
+    # Negative progress is clamped to 0 (margin 0), not mirrored: cos is even, so an unclamped -x gives m(x) > 0.
+    for progress in (-0.1, -alpha / 2, -1.0):
+        assert margin_schedule(progress, "cosine", M, alpha) == 0.0
 
 
 @pytest.mark.parametrize(
