@@ -56,7 +56,9 @@ _UNITS = {
 _NOT_UNITS = {
     "and", "or", "to", "times", "plus", "minus", "over", "divided", "by", "of", "is", "are", "pi", "sqrt",
     "i", "e", "x", "y", "z", "n", "k", "t", "a", "b", "c", "d", "r", "p", "q", "u", "v", "w",
-    "mod", "not", "no", "yes", "true", "false", "infinity", "inf",
+    "mod", "not", "no", "yes", "true", "false", "infinity", "inf", "sin", "cos", "tan", "sec", "csc",
+    "cot", "log", "ln", "exp", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "lim", "max", "min",
+    "gcd", "lcm", "det", "choose", "factorial",
 }  # fmt: skip
 # A unit after a value: words, optional powers, joined by /, \cdot, *, "per" (5 m/s, 9.8 m/s^2, 3 kg m^2).
 _UNIT_WORD = r"[A-Za-zµΩ]+(?:\^\{?-?\d\}?)?"
@@ -102,21 +104,23 @@ def _unwrap_text(s: str) -> str:
 
 
 def _strip_unit(s: str) -> str:
-    """``12 cm`` / ``5 m/s`` / ``9.8 m/s^2`` / ``20 days`` -> the value; ``2 and 3``, ``5 x`` unchanged."""
+    """``12 cm`` / ``5 m/s`` / ``9.8 m/s^2`` / ``20 days`` -> the value; ``2 and 3``, ``5 x``, ``3abc`` unchanged."""
     m = _UNIT_TAIL_RE.match(s)
     if not m or not m.group(1).strip():
         return s
     words = re.findall(r"[A-Za-zµΩ]+", m.group(2))
-    glued = not s[len(m.group(1)) :][:1].isspace()
-    if glued and any(len(w) == 1 for w in words):
-        return s  # "5m" may be 5 times m; "5 m" and "5\text{m}" are five metres or len(words) > 4 or any(w.lower() in _NOT_UNITS and w not in _UNITS for w in words):
+    if not words or len(words) > 4 or any(w.lower() in _NOT_UNITS and w not in _UNITS for w in words):
         return s
+    glued = not s[len(m.group(1)) :][:1].isspace()
+    if glued and not all(w in _UNITS and len(w) > 1 for w in words):
+        return s  # "5m" or "3abc" may be a product; "5 m", "5\\text{m}" and "5cm" are measurements
     # A plain word is a unit when it is known, or long enough not to be a variable (12 apples).
     if all(w in _UNITS or w.lower() in _UNITS or len(w) >= 3 for w in words):
         return m.group(1).rstrip()
     return s
 
 
+_APPROX_RE = re.compile(r"\\approx|≈|\\simeq")
 _JOIN_WORD_RE = re.compile(r"(?<=\S)\s*,?\s+(?:and|or)\s+(?=\S)")
 _SPACE_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
 
@@ -147,6 +151,11 @@ def normalize_answer(answer: str) -> str:
     else:
         s = _strip_unit(s[:-1].rstrip()) + "%"
     s = _strip_outer_braces(s.strip())
+    approx = _APPROX_RE.split(s)
+    if len(approx) == 2 and approx[1].strip():
+        # "x \\approx 1.6" is 1.6; "\\frac{1}{3} \\approx 0.33" is the exact value on the left.
+        left = approx[0].strip()
+        s = approx[1].strip() if not left or re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?", left) else left
     # A "x = 5" answer to "find x" keeps its value only when the left side is a single letter.
     assign = _ASSIGN_RE.match(s)
     if assign and "," not in s:
@@ -285,6 +294,7 @@ def _numbers_equal(gold: ParsedNumber, pred: ParsedNumber, rel_tol: float) -> bo
 _CHOICE_LEAD_RE = re.compile(
     r"^(?:option|choice|answer)?\(?([A-E])\)(?![-+*/^=_.,]|$)|^(?:option|choice)\(?([A-E])\)?$"
 )
+_BASE_RE = re.compile(r"^([0-9A-Fa-f]+)_\{?(\d+)\}?$")
 _PM_RE = re.compile(r"\\(pm|mp)(?![a-zA-Z])")
 
 
@@ -340,6 +350,9 @@ def fast_equivalence(gold: str, pred: str, rel_tol: float = DEFAULT_REL_TOL) -> 
             if one_sided and "," not in single and not re.search(r"\\[{}]|\\in|\\cup", single):
                 return Reason.NOT_EQUAL  # two values against one: a missing element
         return None
+    g_base, p_base = _BASE_RE.match(g), _BASE_RE.match(p)
+    if g_base and p_base:  # 1011_2, 40_{9}: a numeral in a base; digits and base must both match
+        return Reason.EXACT if g_base.groups() == p_base.groups() else Reason.NOT_EQUAL
     if g.isalpha() and p.isalpha() and len(g) > 1 and g.casefold() == p.casefold():
         return Reason.EXACT  # a word answer ("Even", "\text{even}")
     g_num, p_num = parse_number(gold), parse_number(pred)

@@ -48,7 +48,8 @@ _ANCHOR_RE = re.compile(
     r"(?:\s+to\s+[^.\n$]{1,80}?)?\s*(?:\*\*)?\s+(?:is|would\s+be|will\s+be|should\s+be)\b(?:\s*:)?)"
     r"|(?P<colon>\b(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:：](?:\s*(?:\*\*|__))?)"
     r"|(?P<header>(?:\*\*|__)\s*final\s+answer\s*(?:\*\*|__)"
-    r"|^[ \t]*#{1,6}[ \t]*(?:\*\*)?final\s+answer\b(?:\*\*)?[ \t]*[:：]?)"
+    r"|^[ \t]*#{1,6}[ \t]*(?:\*\*)?final\s+answer\b(?:\*\*)?[ \t]*[:：]?"
+    r"|^[ \t]*final\s+answer[ \t]*[:：]?[ \t]*$)"
     r"|(?P<hash>^[ \t]*####)",
     re.IGNORECASE | re.MULTILINE,
 )
