@@ -123,6 +123,7 @@ def _base_config(args: argparse.Namespace) -> Any:
     cfg.logging.tensorboard = False
     cfg.logging.wandb = False
     cfg.checkpoint.every = 0
+    cfg.checkpoint.every_minutes = None
     cfg.checkpoint.save_best = False
     cfg.checkpoint.save_final = False
     cfg.reward.num_workers = 1
@@ -267,11 +268,16 @@ def run(args: argparse.Namespace) -> int:
         + f", {base.steps} steps of {base.batch.prompts_per_step} prompts x G={base.batch.group_size}, "
         f"held-out avg@{base.eval.samples} on {base.eval.max_problems} problems every {base.eval.every} steps"
     )
+    from conspo.trainer.run_folder import RunFolderBusy, RunFolderLock
+
+    lock = RunFolderLock(out)  # one compare per output folder (each also clears the other's partial runs)
     try:
+        lock.acquire()
         _check_manifest(
             out, {"objectives": objectives, "seeds": seeds, "config": shared, "settings": settings}
         )
-    except ValueError as e:
+    except (ValueError, RunFolderBusy) as e:
+        lock.release()
         print(f"conspo compare: {e}", file=sys.stderr)
         return 2
     if base.model.name_or_path == "testbed":
@@ -300,5 +306,8 @@ def run(args: argparse.Namespace) -> int:
                 f"  [red]FAILED[/red] {result.objective} seed {result.seed}: {result.error.splitlines()[0]}"
             )
 
-    execute_runs(specs, jobs, on_done=on_done)
-    return report(out, objectives, seeds, args.target, console)
+    try:
+        execute_runs(specs, jobs, on_done=on_done)
+        return report(out, objectives, seeds, args.target, console)
+    finally:
+        lock.release()

@@ -101,6 +101,8 @@ def run_one(spec: RunSpec) -> RunResult:
         cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
         cfg.validate()
         trained = train(cfg)
+        if trained.stopped_by is not None:  # Ctrl-C / SIGTERM stopped it early: not a finished cell
+            raise KeyboardInterrupt(trained.stopped_by)
         times = [m["time/step"] for m in trained.history if "time/step" in m]
         summary = {
             "steps": trained.steps_done,

@@ -4,6 +4,7 @@ conspo train                                     # the built-in demo (testbed, C
 conspo train --config run.yaml batch.group_size=8 objective.name=grpo
 conspo train --config run.yaml --dry-run         # validate and print the plan; loads no weights
 conspo train run_name=my-run --resume            # continue a killed run from its newest checkpoint
+conspo train run_name=my-run --overwrite         # start that run again (deletes what it wrote)
 accelerate launch --multi_gpu --num_processes 2 -m conspo.cli train ...   # data parallel
 """
 
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from the newest checkpoint of RUN_DIR (default: output_dir/run_name, else the newest run)",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a run folder that holds one, deleting what that run wrote (checkpoints, "
+        "final/, best/, metrics, run card); without it such a folder is refused",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="validate, print the resolved config and plan, exit"
     )
     parser.add_argument(
@@ -50,7 +57,30 @@ def _num_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _resume_arg(args: argparse.Namespace) -> bool | str:
+    """``--resume run_name=X``: argparse took the override for RUN_DIR; it is an override (resume run X)."""
+    import os
+
+    resume = args.resume
+    if isinstance(resume, str) and "=" in resume and not os.path.exists(resume):
+        args.overrides = [*args.overrides, resume]
+        return True
+    return resume
+
+
+def _resume_command(args: argparse.Namespace, run_dir: object) -> str:
+    """The command line that continues this run: the same config and overrides, ``--resume RUN_DIR``."""
+    import shlex
+
+    words = ["conspo", "train"]
+    if args.config:
+        words += ["--config", str(args.config)]
+    words += list(args.overrides) + ["--resume", str(run_dir)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def run(args: argparse.Namespace) -> int:
+    resume = _resume_arg(args)
     try:
         try:
             cfg = load_config(TrainConfig, args.config, args.overrides)
@@ -71,21 +101,80 @@ def run(args: argparse.Namespace) -> int:
         from conspo.config import dump_yaml
         from conspo.trainer.plan import build_plan, format_plan
 
+        try:  # reads and validates the data too (and the model's context length)
+            plan = build_plan(cfg, _num_processes())
+        except ConfigError as e:
+            print(f"conspo train: {e}", file=sys.stderr)
+            return 2
         print(dump_yaml(cfg))
-        print(format_plan(build_plan(cfg, _num_processes())))
+        print(format_plan(plan))
         return 0
 
     from transformers.utils import logging as hf_logging
 
-    from conspo.trainer.loop import Trainer
+    from conspo.trainer.loop import Trainer, TrainResult
+    from conspo.trainer.run_folder import RunFinished, RunFolderError
 
     # transformers draws a bar per checkpoint save/load; the trainer's own progress line says enough.
     hf_logging.disable_progress_bar()
-    trainer = Trainer(cfg, resume=args.resume)
-    result = trainer.run()
-    if trainer.dist.is_main:
-        _print_summary(result)
+    try:
+        trainer = Trainer(cfg, resume=resume, overwrite=args.overwrite)
+    except RunFinished as done:
+        print(f"conspo train: {done}")
+        _print_summary(TrainResult.from_run_card(done.run_dir, done.summary))
+        return 0
+    except RunFolderError as e:
+        print(f"conspo train: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:  # bad data (read before any model loads), a prompt longer than the context
+        print(f"conspo train: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = trainer.run()
+    except RunFolderError as e:  # another run took the folder between the checks and the lock
+        print(f"conspo train: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if trainer.dist.is_main:
+            _print_aborted(args, trainer)
+        return 130
+    if not trainer.dist.is_main:
+        return 0 if result.stopped_by is None else 128 + _signal_number(result.stopped_by)
+    if result.stopped_by is not None:
+        kept = result.checkpoint.name if result.checkpoint is not None else "no checkpoint"
+        print(
+            f"conspo train: stopped by {result.stopped_by} after step {result.steps_done} of {cfg.steps}; "
+            f"kept {kept} in {result.run_dir} (weights, optimizer, data position) and metrics.jsonl up to "
+            f"that step. Continue with:\n  {_resume_command(args, result.run_dir)}",
+            file=sys.stderr,
+        )
+        return 128 + _signal_number(result.stopped_by)
+    _print_summary(result)
     return 0
+
+
+def _signal_number(name: str) -> int:
+    import signal
+
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        return int(signal.SIGINT)
+
+
+def _print_aborted(args: argparse.Namespace, trainer) -> None:
+    from conspo.trainer.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(trainer.run_dir)
+    if ckpt is None:
+        kept = "no checkpoint was written, so a --resume has nothing to continue from"
+        print(f"conspo train: aborted at step {trainer.step_index}; {kept}", file=sys.stderr)
+        return
+    print(
+        f"conspo train: aborted during step {trainer.step_index + 1}; the newest checkpoint is {ckpt.name}. "
+        f"Continue from it with:\n  {_resume_command(args, trainer.run_dir)}",
+        file=sys.stderr,
+    )
 
 
 def _print_summary(result) -> None:

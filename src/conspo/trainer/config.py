@@ -261,6 +261,14 @@ class CheckpointConfig:
     """Resumable checkpoints (model, optimizer, scheduler, RNG, data position)."""
 
     every: int = field(default=0, metadata=_help("Save every N steps; 0 = no intermediate checkpoints."))
+    every_minutes: float | None = field(
+        default=30.0,
+        metadata=_help(
+            "Also save when this many minutes have passed since the last checkpoint (or the start), so a "
+            "killed run loses at most that much work plus a step; None = only every N steps. Ctrl-C / SIGTERM "
+            "always save a checkpoint after the current step."
+        ),
+    )
     keep_last: int | None = field(
         default=2, metadata=_help("Keep only the newest N checkpoints; None = all.")
     )
@@ -420,6 +428,11 @@ class TrainConfig:
             raise ConfigError("checkpoint.every", f"must be >= 0; got {self.checkpoint.every}")
         if self.checkpoint.keep_last is not None:
             _positive(self.checkpoint, "keep_last", "checkpoint.")
+        minutes = self.checkpoint.every_minutes
+        if minutes is not None and not (isinstance(minutes, (int, float)) and 0 < minutes < math.inf):
+            raise ConfigError(
+                "checkpoint.every_minutes", f"must be a positive number or None; got {minutes!r}"
+            )
         if self.data.max_train_problems is not None:
             _positive(self.data, "max_train_problems", "data.")
         self._validate_objective()

@@ -31,6 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -47,6 +50,14 @@ from conspo.rewards import RewardFunction, build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
 from conspo.trainer.rows import Rows, sequence_forward
+from conspo.trainer.run_folder import (
+    RunFinished,
+    RunFolderError,
+    RunFolderLock,
+    clear_previous_run,
+    finished_summary,
+    previous_run,
+)
 from conspo.trainer.setup import (
     load_policy,
     load_reference,
@@ -73,6 +84,68 @@ class TrainResult:
     best_step: int | None = None
     final_dir: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str | None = None
+    """``"SIGINT"`` / ``"SIGTERM"`` when a signal stopped the run early (a checkpoint was saved first)."""
+    checkpoint: Path | None = None
+    """The checkpoint this invocation saved last, if any."""
+    already_finished: bool = False
+    """``--resume`` found a finished run and changed nothing (the numbers come from its run card)."""
+
+    @classmethod
+    def from_run_card(cls, run_dir: Path, summary: dict[str, Any]) -> TrainResult:
+        final = run_dir / "final"
+        return cls(
+            run_dir=run_dir,
+            steps_done=int(summary.get("steps") or 0),
+            eval_before=summary.get("eval_before"),
+            eval_after=summary.get("eval_after"),
+            best_eval=summary.get("best_eval"),
+            best_step=summary.get("best_step"),
+            final_dir=final if final.is_dir() else None,
+            already_finished=True,
+        )
+
+
+class NoCheckpointError(RunFolderError, FileNotFoundError):
+    """``--resume`` but the run folder holds no complete checkpoint."""
+
+
+class _StopSignals:
+    """SIGINT / SIGTERM ask the loop to stop after the current step; a second one aborts at once.
+
+    Installed only in the main thread (Python delivers signals there); the previous handlers come back on exit.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None:
+            self._restore()
+            raise KeyboardInterrupt(f"second {name}: aborted")
+        self.requested = name
+        print(
+            f"\n[conspo] {name}: stopping after this step and saving a checkpoint (again to abort now)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self) -> _StopSignals:
+        if self.enabled:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
 
 
 class PhaseTimer:
@@ -113,10 +186,22 @@ class Trainer:
     """Take the credit from the gradient forward when one micro-batch holds the whole mini-batch (exact: same
     parameters). False forces the separate no-grad credit forward (for tests and benchmarks)."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool | str | Path = False) -> None:
+    handle_signals: bool = True
+    """``run()`` turns SIGINT / SIGTERM into "stop after this step, with a checkpoint" (main thread only)."""
+
+    def __init__(
+        self, cfg: TrainConfig, *, resume: bool | str | Path = False, overwrite: bool = False
+    ) -> None:
+        """Raises :class:`~conspo.trainer.run_folder.RunFinished` when ``resume`` names a finished run, and
+        :class:`~conspo.trainer.run_folder.RunFolderError` (before any model loads) when the folder is in use,
+        holds another run (a new run needs ``overwrite=True`` there) or has nothing to resume."""
         self.cfg = cfg
         self.dist = Distributed(cfg.device)
         cfg.validate(self.dist.world_size)  # before any model loads
+        if resume and overwrite:
+            raise RunFolderError(
+                "--resume and --overwrite contradict each other: continue the run, or restart it"
+            )
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         elif cfg.model.name_or_path == TESTBED and self.dist.device.type == "cpu":
@@ -125,6 +210,9 @@ class Trainer:
         self.device = self.dist.device
         self.objective = cfg.build_objective()
         self.run_dir = resolve_run_dir(cfg, self.dist, resume)
+        self.overwrite = overwrite
+        self._lock = RunFolderLock(self.run_dir)
+        self._check_run_folder(resume)  # before any model loads
         self.model, self.tokenizer, self.model_path = load_policy(cfg, self.dist)
         self.pad_id = int(
             self.tokenizer.pad_token_id
@@ -165,11 +253,59 @@ class Trainer:
         self._order_cache: dict[int, list[int]] = {}
         self.reward_fn: RewardFunction = build_reward_fn(cfg.reward)
         self.metrics_logger = None
+        self._last_save = time.monotonic()  # checkpoint.every_minutes counts from here (and run()'s start)
         self.resumed = bool(resume)
         if resume:
             self._resume()
         else:
             self.dist.broadcast_parameters(self.model)
+
+    def _check_run_folder(self, resume: bool | str | Path) -> None:
+        """Fail early, before the model loads: folder in use, a finished run to resume, nothing to resume,
+        or a new run into a folder that holds one (``run()`` checks again under the lock)."""
+        from conspo.trainer.checkpoint import latest_checkpoint
+
+        if self.dist.is_main:  # the other processes of a run share the folder on purpose
+            RunFolderLock.check_free(self.run_dir)
+        if resume:
+            summary = finished_summary(self.run_dir)
+            if summary is not None and int(summary.get("steps") or 0) >= self.cfg.steps:
+                raise RunFinished(self.run_dir, summary)
+            if latest_checkpoint(self.run_dir) is None:
+                there = previous_run(self.run_dir)
+                what = f"it holds {there}" if there else "the folder is empty or missing"
+                raise NoCheckpointError(
+                    f"--resume: no checkpoint under {self.run_dir} ({what}), so there is nothing to "
+                    "continue from; start the run again with --overwrite"
+                )
+        elif not self.overwrite:
+            self._refuse_previous_run()
+
+    def _refuse_previous_run(self) -> None:
+        found = previous_run(self.run_dir)
+        if found:
+            raise RunFolderError(
+                f"{self.run_dir} already holds a run ({found}); continue it with --resume, start it again "
+                "with --overwrite (deletes what that run wrote), or choose another run_name"
+            )
+
+    def _claim_run_folder(self) -> None:
+        """Main process: lock the folder for this run; then (new run) clear it under --overwrite, or refuse a
+        folder another run filled since ``__init__`` looked."""
+        if not self.dist.is_main:
+            return
+        self._lock.acquire()
+        try:
+            if not self.resumed:
+                if self.overwrite:
+                    removed = clear_previous_run(self.run_dir)
+                    if removed:
+                        logger.warning("--overwrite: removed %s from %s", ", ".join(removed), self.run_dir)
+                else:
+                    self._refuse_previous_run()
+        except BaseException:
+            self._lock.release()
+            raise
 
     # -- data order -----------------------------------------------------------------------------------
     def _prompt_ids(self, start: int, count: int) -> list[int]:
@@ -609,6 +745,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         from conspo.trainer.checkpoint import save_checkpoint
 
+        self._last_save = time.monotonic()
+
         path = save_checkpoint(
             self.run_dir,
             step=self.step_index,
@@ -628,7 +766,7 @@ class Trainer:
 
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir}")
+            raise NoCheckpointError(f"--resume: no checkpoint under {self.run_dir}")
         state = load_checkpoint(
             path,
             model=self.model,
@@ -653,17 +791,38 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the reward function's verifier processes (``run()`` does this itself at the end)."""
+        """Stop the reward function's verifier processes and unlock the run folder (``run()`` does both)."""
         self.reward_fn.close()
+        self._lock.release()
+
+    def _checkpoint_due(self) -> bool:
+        """``checkpoint.every_minutes`` have passed since the last save (every process agrees)."""
+        minutes = self.cfg.checkpoint.every_minutes
+        due = minutes is not None and time.monotonic() - self._last_save >= 60.0 * minutes
+        return self.dist.all_min(int(due)) == 1 if self.dist.enabled else due
+
+    def _stop_requested(self, stop: _StopSignals) -> bool:
+        """A signal asked this process (or any process of the run) to stop."""
+        if not self.dist.enabled:
+            return stop.requested is not None
+        return self.dist.all_min(int(stop.requested is None)) == 0
 
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            self._lock.release()
+
+    def _run(self) -> TrainResult:
         from conspo.trainer.logging import MetricsLogger, TrainProgress
 
         cfg, dist = self.cfg, self.dist
+        self._claim_run_folder()
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))
         dist.barrier()
+        self._last_save = time.monotonic()
         self.metrics_logger = MetricsLogger(
             self.run_dir,
             jsonl=cfg.logging.jsonl,
@@ -675,8 +834,9 @@ class Trainer:
         )
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step_index + cfg.stop_after)
         result = TrainResult(run_dir=self.run_dir, steps_done=self.step_index)
+        stop = _StopSignals(self.handle_signals)
         try:
-            with self.reward_fn:  # one reward function (and verifier pool) per run, closed at the end
+            with stop, self.reward_fn:  # one reward function (and verifier pool) per run, closed at the end
                 if self.eval_problems and cfg.eval.at_start and self.eval_before is None:
                     ev = self.evaluate()
                     self.eval_before = ev["eval/accuracy"]
@@ -699,18 +859,26 @@ class Trainer:
                         self.metrics_logger.log(step, metrics)
                         result.history.append(metrics)
                         progress.update(step, metrics)
-                        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < end:
-                            self.save_checkpoint()
+                        if self._stop_requested(stop):
+                            result.stopped_by = stop.requested or "a signal on another process"
+                            break
+                        if step < end and (
+                            (cfg.checkpoint.every and step % cfg.checkpoint.every == 0)
+                            or self._checkpoint_due()
+                        ):
+                            result.checkpoint = self.save_checkpoint()
                 finished = self.step_index >= cfg.steps
+                if finished:
+                    result.stopped_by = None  # a signal during the last step: the run ended anyway
         finally:
             if self.metrics_logger is not None:
                 self.metrics_logger.close()
         result.steps_done = self.step_index
         if not finished:
-            self.save_checkpoint()  # stop_after: the next --resume continues from here
+            result.checkpoint = self.save_checkpoint()  # stop_after / a signal: --resume continues from here
         else:
             if cfg.checkpoint.every:
-                self.save_checkpoint()
+                result.checkpoint = self.save_checkpoint()
             if cfg.checkpoint.save_final:
                 result.final_dir = self.run_dir / "final"
                 self.save_pretrained(result.final_dir)
@@ -760,6 +928,14 @@ class Trainer:
         write_run_card(self.run_dir, self.cfg, summary, self.eval_history)
 
 
-def train(cfg: TrainConfig, *, resume: bool | str | Path = False) -> TrainResult:
-    """Train with ``cfg`` (or continue the run in ``resume``) and return what it produced."""
-    return Trainer(cfg, resume=resume).run()
+def train(cfg: TrainConfig, *, resume: bool | str | Path = False, overwrite: bool = False) -> TrainResult:
+    """Train with ``cfg`` (or continue the run in ``resume``) and return what it produced.
+
+    ``resume`` on a finished run changes nothing and returns its run card's numbers (``already_finished``);
+    a new run into a folder that holds one needs ``overwrite=True`` (which deletes what that run wrote).
+    """
+    try:
+        trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    except RunFinished as done:
+        return TrainResult.from_run_card(done.run_dir, done.summary)
+    return trainer.run()
