@@ -211,3 +211,16 @@ def test_check_whole_groups_names_the_partial_group():
     check_whole_groups(torch.tensor([3, 1, 3, 1]), 2)
     with pytest.raises(ValueError, match="group 7 has 1 rows in this batch, expected 2"):
         check_whole_groups(torch.tensor([3, 7, 3]), 2)
+
+
+def test_peer_options_parse_from_the_spec_syntax():
+    """normalize_over, delta, clip_ratio_c and DisCO's kl_estimator come through `name:key=value` specs, typed."""
+    grpo = get_objective("grpo:delta=4,clip_ratio_c=3,normalize_over=all")
+    assert (grpo.delta, grpo.clip_ratio_c, grpo.normalize_over) == (4.0, 3.0, "all")
+    assert get_objective("dapo:delta=none").delta is None
+    disco = get_objective("disco:kl_estimator=low_var_kl,normalize_over=valid")
+    assert (disco.kl_estimator, disco.normalize_over) == ("k3", "valid")
+    assert (get_objective("disco").kl_estimator, get_objective("disco").normalize_over) == ("k1", "all")
+    assert get_objective("conspo").normalize_over == "valid"
+    with pytest.raises(ValueError, match="normalize_over"):
+        get_objective("conspo:normalize_over=rows")

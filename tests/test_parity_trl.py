@@ -74,6 +74,13 @@ CASES = [
         "dapo",
         {"eps_low": 0.2, "eps_high": 0.28, "delta": 1.6},
     ),
+    # bnpo divides by the micro-batch's own token count: DAPO's token mean when one call holds the step.
+    (
+        "bnpo",
+        {"loss_type": "bnpo", "epsilon": 0.2, "epsilon_high": 0.28},
+        "dapo",
+        {"eps_low": 0.2, "eps_high": 0.28},
+    ),
     # TRL's cispo epsilon_high is the weight cap itself; conspo's is the cap minus 1.
     ("cispo", {"loss_type": "cispo", "epsilon_high": 5.0}, "cispo", {"eps_high": 4.0}),
     ("cispo-tight", {"loss_type": "cispo", "epsilon_high": 1.2}, "cispo", {"eps_high": 0.2}),
