@@ -153,7 +153,8 @@ class Credit:
 
     `rows` holds per-row tensors [B] (e.g. ConSPO's Lemma-2 coefficients `coef`, GRPO's `advantages`,
     aggregation `weight`s); they are read as attributes (`credit.coef`). `normalizer` holds global counts
-    (0-dim float tensors: `groups`, `sequences`, `tokens` of the valid groups) that a distributed trainer
+    (0-dim float tensors: `groups`, `sequences`, `tokens` of the valid groups, or of every row when the
+    objective's `normalize_over` is "all") that a distributed trainer
     sums across processes before calling `Objective.loss`. `metrics` are batch-level diagnostics.
     """
 
