@@ -11,8 +11,14 @@ equivalent rewritten form; half near misses), then measures, side by side in one
 - direct: ``math_verify.verify(parse(gold), parse(response))`` item by item in this process, with
   its own signal-based timeouts (main thread only), the way a simple reward function calls it.
 
-Prints verdicts per second, p50/p99 latency, agreement with the construction labels, and the
-accuracy of both on the labelled cases of ``tests/test_rewards_cases.py``.
+Prints verdicts per second, p50/p99 latency, agreement with the construction labels, the accuracy
+of both on the labelled cases of ``tests/test_rewards_cases.py``, a per-format agreement table for both
+on the labelled pairs of ``tests/test_rewards_formats.py`` (every answer format: boxed, Minerva's
+sentence, "the answer is", ``**Answer:**``, ``####``, letters, currency, percent, degrees, units,
+``\\pm``, scientific notation, exact numbers), and the time to extract the answer of a 1 MB response
+(target: < 50 ms).
+
+    .venv/bin/python benchmarks/verifier.py --formats-only   # the format table and the 1 MB timing
 """
 
 from __future__ import annotations
@@ -158,6 +164,62 @@ def labelled_cases(data_dir: Path):
     return completions, answers, labels
 
 
+def format_cases(data_dir: Path):
+    """The labelled pairs of tests/test_rewards_formats.py: (format, gold, response, expected)."""
+    spec = importlib.util.spec_from_file_location(
+        "rewards_formats", REPO / "tests" / "test_rewards_formats.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.build_cases(data_dir)
+
+
+def format_table(data_dir: Path, workers: int, timeout: float) -> None:
+    """Agreement with the labels per answer format: conspo vs math-verify called directly."""
+    cases = format_cases(data_dir)
+    completions, answers, labels = [c[2] for c in cases], [c[1] for c in cases], [c[3] for c in cases]
+    with MathVerifier(num_workers=workers, timeout=timeout) as verifier:
+        ours = [v.correct for v in verifier.verify_batch(completions, answers)]
+    direct, _, _ = run_direct(completions, answers, int(timeout))
+    rows: dict[str, list[int]] = {}
+    for (fmt, *_), label, o, d in zip(cases, labels, ours, direct):
+        row = rows.setdefault(fmt, [0, 0, 0])
+        row[0] += 1
+        row[1] += o == label
+        row[2] += d == label
+    print(f"\nper-format agreement with the labels ({len(cases)} pairs of tests/test_rewards_formats.py)")
+    print("| format | pairs | conspo | math-verify direct |")
+    print("|---|---|---|---|")
+    for fmt, (n, o, d) in rows.items():
+        print(f"| {fmt} | {n} | {o}/{n} ({o / n:.0%}) | {d}/{n} ({d / n:.0%}) |")
+    n, o, d = (sum(r[i] for r in rows.values()) for i in range(3))
+    print(f"| **all** | {n} | {o}/{n} ({o / n:.1%}) | {d}/{n} ({d / n:.1%}) |")
+
+
+def extraction_timing(repeats: int = 20) -> None:
+    """Time to extract the answer of a 1 MB response (median of ``repeats``), per answer format."""
+    body = "We consider the cases one by one and check each. " * 21_000
+    endings = {
+        "boxed": "so \\boxed{\\frac{1}{2}}.",
+        "Minerva sentence": "Final Answer: The final answer is $12$. I hope it is correct.",
+        "the answer is": "The answer is $\\$12.00$.",
+        "**Final Answer** + display": "**Final Answer**\n\\[\n\\frac{1}{2}\n\\]",
+        "####": "#### 1,234",
+        "no anchor (last number)": "so we get 17 in the end",
+    }
+    print(f"\nextraction of a 1 MB response ({len(body) / 1e6:.2f} MB), median of {repeats}; target < 50 ms")
+    print("| ending | ms |")
+    print("|---|---|")
+    for name, ending in endings.items():
+        text = body + ending
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            extract_answer(text)
+            times.append(time.perf_counter() - start)
+        print(f"| {name} | {1000 * statistics.median(times):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="responses to verify")
@@ -168,7 +230,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     default_dir = Path(os.environ.get("CONSPO_DATA_DIR", REPO.parent / "shared" / "data"))
     parser.add_argument("--data-dir", type=Path, default=default_dir)
+    parser.add_argument(
+        "--formats-only", action="store_true", help="only the per-format table and the 1 MB extraction timing"
+    )
     args = parser.parse_args()
+    if args.formats_only:
+        format_table(args.data_dir, args.workers, args.timeout)
+        extraction_timing()
+        return
 
     completions, answers, labels = build(load_rows(args.data_dir), args.n, args.seed)
     ours, ours_s, ours_lat, cold, stats = run_conspo(
@@ -221,6 +290,8 @@ def main() -> None:
         f"labelled cases ({m}): conspo {sum(a == b for a, b in zip(c_ours, c_labels))}/{m} correct, "
         f"math-verify direct {sum(a == b for a, b in zip(c_direct, c_labels))}/{m}"
     )
+    format_table(args.data_dir, args.workers, args.timeout)
+    extraction_timing()
 
 
 if __name__ == "__main__":

@@ -143,6 +143,16 @@ def test_a_1mb_response_is_read_in_a_few_string_scans():
         # priority: a box beats every anchor; the box after </think> beats the one inside
         ("The answer is 4. \\boxed{5}", "5"),
         ("<think>the answer is 3</think>The answer is $4$.", "4"),
+        # bold / text wrappers around the whole answer, Minerva's X up to "I hope"
+        ("Hence the correct answer is $\\mathbf{\\frac{K-1}{L}}$.", "\\frac{K-1}{L}"),
+        (
+            "Final Answer: The final answer is $f(x)=ax+b$, where $b$ is odd. I hope it is correct.",
+            "f(x)=ax+b",
+        ),
+        (
+            "Final Answer: The final answer is f(x)=ax+b, where b is odd. I hope it is correct.",
+            "f(x)=ax+b, where b is odd",  # as lm-evaluation-harness: all of X
+        ),
         # the fallback keeps a fraction whole instead of taking its denominator
         ("so $x = \\frac{1}{2}$.", "\\frac{1}{2}"),
         (

@@ -14,7 +14,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
 
-from conspo.rewards.extraction import MAX_ANSWER_CHARS
+from conspo.rewards.extraction import MAX_ANSWER_CHARS, unwrap_whole
 from conspo.rewards.latex_arith import compare_expressions
 from conspo.rewards.verdict import CORRECT_REASONS, Reason, Verdict, make_verdict
 
@@ -136,7 +136,7 @@ def normalize_answer(answer: str) -> str:
     left side is one letter (or a Greek letter, with a subscript). Control characters are kept (they
     make the answer unequal to anything, see :func:`fast_equivalence`).
     """
-    s = _strip_outer_braces(answer.strip().replace("\u2212", "-").replace("\u2013", "-"))
+    s = unwrap_whole(_strip_outer_braces(answer.strip().replace("\u2212", "-").replace("\u2013", "-")))
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = _CURRENCY_RE.sub("", s)
     s = _SPACING_RE.sub(" ", s)

@@ -22,7 +22,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["MAX_ANSWER_CHARS", "extract_answer", "extract_boxed", "judged_text", "ThinkMode", "Fallback"]
+__all__ = [
+    "MAX_ANSWER_CHARS",
+    "extract_answer",
+    "extract_boxed",
+    "judged_text",
+    "unwrap_whole",
+    "ThinkMode",
+    "Fallback",
+]
 
 ThinkMode = Literal["auto", "after", "ignore"]
 Fallback = Literal["last_number", "none"]
@@ -214,7 +222,7 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
         pos = span[1]
 
 
-def _value_after(text: str, pos: int, header: bool) -> str | None:
+def _value_after(text: str, pos: int, header: bool, whole: bool = False) -> str | None:
     """The answer written after an anchor ending at ``pos``: math span(s), a letter, or a sentence."""
     skip = _SKIP_RE.match(text, pos)
     j = skip.end() if skip else pos
@@ -248,13 +256,29 @@ def _value_after(text: str, pos: int, header: bool) -> str | None:
                 return span[0].strip()
     if line.startswith("$") and not line.startswith("$$"):
         line = line[1:]  # "$57,500." : a currency sign that does not close
-    cut = _SENTENCE_END_RE.search(line)
+    cut = None if whole else _SENTENCE_END_RE.search(line)  # Minerva's X runs up to "I hope"
     if cut:
         line = line[: cut.start()]
     dollar = _UNESCAPED_DOLLAR_RE.search(line)
     if dollar and dollar.start() > 0:  # "12 $\text{cm}$": the value before the math
         line = line[: dollar.start()]
     return line
+
+
+_WHOLE_WRAPPER_RE = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm|mathrm|text|textrm|boxed|fbox)\s*\{")
+
+
+def unwrap_whole(answer: str) -> str:
+    """``\\mathbf{\\frac{1}{2}}`` -> ``\\frac{1}{2}``: drop a bold/text/box wrapper around the whole answer."""
+    for _ in range(4):
+        m = _WHOLE_WRAPPER_RE.match(answer)
+        if m is None or not answer.endswith("}"):
+            return answer
+        close = _matching_brace(answer, m.end() - 1)
+        if close != len(answer) - 1:
+            return answer
+        answer = answer[m.end() : close].strip()
+    return answer
 
 
 def _clean(answer: str | None) -> str | None:
@@ -271,6 +295,7 @@ def _clean(answer: str | None) -> str | None:
             if ans.startswith(left) and ans.endswith(right):
                 ans = ans[len(left) : -len(right)]
         ans = ans.rstrip(".,;:").strip()  # not "!": 5! is a factorial
+        ans = unwrap_whole(ans)
         if ans == before:
             break
     return ans or None
@@ -325,7 +350,7 @@ def _from_anchors(judged: str) -> str | None:
         hope = _HOPE_RE.search(judged, m.end(), m.end() + MAX_ANSWER_CHARS)
         if hope is None or "\n\n" in judged[m.end() : hope.start()]:
             continue
-        value = _value_after(judged[m.end() : hope.start()] + "\n", 0, header=False)
+        value = _value_after(judged[m.end() : hope.start()] + "\n", 0, header=False, whole=True)
         ans = _clean(value)
         if ans:
             return ans
