@@ -28,7 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_REL_TOL = 1e-6
-"""Relative tolerance for non-integer numbers (INFERRED: math-verify rounds floats to 6 digits)."""
+"""Relative tolerance when a decimal literal is compared (exact forms compare exactly; INFERRED:
+math-verify rounds floats to 6 digits)."""
 
 _FAST_MAX_CHARS = 2000  # longer answers go straight to the symbolic path, where the timeout guards them
 _MAX_EXPONENT = 400  # 1e400 still compares exactly; a larger power of ten is left to the workers

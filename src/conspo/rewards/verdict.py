@@ -14,7 +14,8 @@ class Reason(str, Enum):
     EXACT = "exact"
     """The normalized strings are equal (or the same choice letter)."""
     NUMERIC = "numeric"
-    """Both sides are numbers and equal (integers exactly, decimals within ``rel_tol``)."""
+    """Both sides are numbers and equal (exact forms exactly; a decimal to its last written place and
+    within ``rel_tol``)."""
     SYMBOLIC = "symbolic"
     """math-verify found the expressions / sets / intervals / tuples / equations equal."""
     CUSTOM = "custom"

@@ -184,7 +184,8 @@ class MathVerifier:
         num_workers: worker processes (default ``min(4, CPU cores)``).
         timeout: hard wall-clock seconds per check in a worker (default 5.0, INFERRED from
             math-verify's own default). The worker is killed at the limit.
-        rel_tol: relative tolerance for non-integer numbers (integers compare exactly).
+        rel_tol: relative tolerance when a decimal literal is compared (exact forms compare exactly;
+            see ``conspo.rewards.equivalence._numbers_equal``).
         think: how a ``<think>...</think>`` block is handled (see :func:`extract_answer`).
         fallback: extraction fallback when no boxed / "final answer" / "####" is found.
         custom_verifier: ``"package.module:function"``; when set, every item is scored by
