@@ -1,16 +1,24 @@
 """``conspo compare``: several objectives x several seeds on the CPU testbed, one table and a few plots.
 
-conspo compare --objectives grpo,dapo,dr_grpo,conspo --seeds 5
-conspo compare --ablations --seeds 3 --steps 60                    # the paper's Table 6 set
+conspo compare --objectives grpo,dapo,dr_grpo,conspo --seeds 8      # each against grpo, seed by seed
+conspo compare --objectives grpo,conspo --baseline conspo --task varchain --seeds 8
+conspo compare --ablations --seeds 3 --steps 60                    # the paper's Table 6 set (baseline conspo)
 conspo compare --objectives "grpo;conspo:tau=5,margin=none" --out runs/cmp --jobs 2
 conspo compare --out runs/cmp --report-only                        # re-plot what is there
 
 Each (objective, seed) is one ``conspo train`` run: the same warm-started policy, the same prompts for a
 given seed, the same budget; nothing is tuned per objective (hyperparameters only if you write them in the
 spec). Runs go in parallel processes; each finished run saves ``result.json`` next to its metrics, so an
-interrupted compare started again with the same ``--out`` only redoes what is missing. Outputs in ``--out``:
-``compare.md`` (the table), ``summary.json``, ``accuracy.png``, ``reward.png``, ``score_gap.png``,
-``p_pos.png``, ``margin.png``.
+interrupted compare started again with the same ``--out`` only redoes what is missing.
+
+Because a seed's runs share the start, the prompts and the evaluation draws, every objective is compared to
+the baseline (``--baseline``, default the first objective) seed by seed: the mean paired difference in final
+held-out accuracy and in AUC, a 95% t interval (and a paired bootstrap one), wins, a verdict and the
+smallest difference this many seeds can detect (``conspo.compare.paired``).
+
+Outputs in ``--out``: ``report.md`` / ``report.json`` (the paired comparison and the evaluation noise),
+``compare.md`` (the per-objective table, then the paired one), ``summary.json``, ``paired.png``,
+``accuracy.png``, ``reward.png``, ``score_gap.png``, ``p_pos.png``, ``margin.png``.
 
 Objective lists: separate specs by spaces or ';', repeat ``--objective SPEC``, or use commas: a comma
 segment with '=' and no ':' belongs to the objective before it, so
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -55,13 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ablations", action="store_true", help="add the paper's Table 6 set: " + ", ".join(ABLATIONS)
     )
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="SPEC",
+        help="objective every other one is compared to seed by seed (default: the first objective)",
+    )
+    parser.add_argument(
         "--seeds", default="3", help="a count (5 = seeds 0-4), a list (0,3,7) or a range (2-4)"
     )
     parser.add_argument(
         "--steps", type=int, default=None, help="RL steps per run (default: the config's steps)"
     )
     parser.add_argument(
-        "--task", default=None, help="testbed task: add, mul or chain (default: the config's)"
+        "--task", default=None, help="testbed task: add, mul, chain or varchain (default: the config's)"
     )
     parser.add_argument("--difficulty", type=int, default=None, help="testbed task difficulty")
     parser.add_argument(
@@ -151,6 +166,16 @@ def build_runs(base: Any, objectives: list[str], seeds: list[int], out: Path, jo
     return runs
 
 
+def _baseline(given: str | None, objectives: list[str]) -> str:
+    """The ``--baseline`` spec (one of the objectives, compared as written) or the first objective."""
+    if given is None:
+        return objectives[0]
+    spec = given.strip()
+    if spec not in objectives:
+        raise ValueError(f"--baseline {given!r} is not one of the objectives: {', '.join(objectives)}")
+    return spec
+
+
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     path = out / MANIFEST
     if path.is_file():
@@ -187,8 +212,56 @@ def _load_runs(out: Path, objectives: list[str], seeds: list[int]) -> tuple[dict
     return runs, failed, errors
 
 
-def report(out: Path, objectives: list[str], seeds: list[int], target: float | None, console: Any) -> int:
-    """Write compare.md, summary.json and the PNGs from what ``out`` holds; print the table."""
+def _noise(summaries: list[Any], diffs: list[Any], eval_draws: int | None) -> dict[str, Any]:
+    """Evaluation noise next to the training differences (what ``report.md`` says about the budget).
+
+    ``eval_sd``: the binomial bound sqrt(a (1 - a) / (problems x samples)) on the sampling noise of one
+    held-out accuracy ``a`` (the within-problem variance is at most the binomial one), averaged over the
+    final accuracies; ``eval_diff_sd``: the same for a difference of two independent evaluations (sqrt(2)
+    times; the shared draws of a seed make the real one smaller). ``initial_sd``: the spread of the initial
+    accuracy over seeds (other problems and draws per seed: what an unpaired comparison carries).
+    ``paired_sd``: the median over objectives of the paired spread of the final-accuracy differences
+    (training differences plus what is left of the evaluation noise).
+    """
+    finals = [m["final"] for s in summaries for m in s.per_seed.values() if m.get("final") is not None]
+    initials = [
+        m["initial"] for s in summaries[:1] for m in s.per_seed.values() if m.get("initial") is not None
+    ]
+    out: dict[str, Any] = {"eval_draws": eval_draws}
+    if eval_draws and finals:
+        sd = sum(math.sqrt(a * (1 - a) / eval_draws) for a in finals) / len(finals)
+        out["eval_sd"], out["eval_diff_sd"] = sd, sd * math.sqrt(2)
+    if len(initials) > 1:
+        mean = sum(initials) / len(initials)
+        out["initial_sd"] = math.sqrt(sum((x - mean) ** 2 for x in initials) / (len(initials) - 1))
+    spreads = sorted(d.sd for d in diffs if d.metric == "final" and d.sd is not None)
+    if spreads:
+        out["paired_sd"] = spreads[len(spreads) // 2]
+    return out
+
+
+def _noise_lines(noise: dict[str, Any]) -> list[str]:
+    def f(key: str) -> str:
+        return "-" if noise.get(key) is None else f"{noise[key]:.3f}"
+
+    return [
+        f"- evaluation sampling noise of one held-out accuracy ({noise.get('eval_draws') or '-'} samples, "
+        f"binomial bound): sd {f('eval_sd')}; of a difference of two independent evaluations: {f('eval_diff_sd')}",
+        f"- initial accuracy over seeds (other problems and draws per seed): sd {f('initial_sd')}",
+        f"- paired spread of the final-accuracy differences (median over objectives): sd {f('paired_sd')}",
+    ]
+
+
+def report(
+    out: Path,
+    objectives: list[str],
+    seeds: list[int],
+    target: float | None,
+    console: Any,
+    baseline: str | None = None,
+) -> int:
+    """Write report.md, report.json, compare.md, summary.json and the PNGs from what ``out`` holds."""
+    from conspo.compare.paired import markdown_paired, paired_table, plot_paired, rich_paired
     from conspo.compare.summary import default_target, markdown_table, plot_all, rich_table, summarize
 
     runs, failed, errors = _load_runs(out, objectives, seeds)
@@ -200,7 +273,32 @@ def report(out: Path, objectives: list[str], seeds: list[int], target: float | N
     pngs = plot_all(runs, out)
     manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
     settings = manifest.get("settings", "")
+    baseline = baseline or objectives[0]
+    per_seed = {s.objective: s.per_seed for s in summaries if s.per_seed}
+    diffs = paired_table(per_seed, baseline) if baseline in per_seed else []
+    paired_png = plot_paired(diffs, out / "paired.png")
+    ev = manifest.get("config", {}).get("eval", {})
+    draws = (ev.get("max_problems") or 0) * (ev.get("samples") or 0) or None
+    noise = _noise(summaries, diffs, draws)
     target_text = "-" if target is None else f"{target:.3f}"
+    if diffs:
+        paired_md = [
+            f"## Paired differences to `{baseline}`",
+            "",
+            "Per seed, objective minus baseline (same start, prompts and evaluation draws); mean over the seeds "
+            "both finished, 95% t interval (the verdict) and 95% paired bootstrap interval; wins/ties/losses "
+            "over seeds; 'detectable' = the smallest true difference this many seeds detect with 80% power at "
+            "the observed paired spread; 'seeds needed' = seeds that would detect the observed mean difference.",
+            "",
+            markdown_paired(diffs),
+            "",
+            *([f"![paired differences]({paired_png.name})", ""] if paired_png else []),
+            "Evaluation noise and training differences:",
+            "",
+            *_noise_lines(noise),
+        ]
+    else:
+        paired_md = [f"No paired comparison: baseline `{baseline}` has no finished run."]
     md = [
         "# conspo compare",
         "",
@@ -210,20 +308,51 @@ def report(out: Path, objectives: list[str], seeds: list[int], target: float | N
         "",
         markdown_table(summaries),
         "",
+        *paired_md,
+        "",
         *(f"![{name}]({p.name})" for name, p in pngs.items()),
     ]
     if errors:
         md += ["", "## Failed runs", ""]
         md += [f"- `{e.objective}` seed {e.seed}: {e.error.splitlines()[0]}" for e in errors]
     (out / "compare.md").write_text("\n".join(md) + "\n")
+    (out / "report.md").write_text(
+        "\n".join(["# conspo compare: paired report", "", f"{settings}  ", "", *paired_md]) + "\n"
+    )
     rows = [
         {k: v for k, v in vars(s).items() if k != "per_seed"} | {"per_seed": s.per_seed} for s in summaries
     ]
-    (out / "summary.json").write_text(json.dumps({"target": target, "objectives": rows}, indent=2) + "\n")
+    paired_json = [d.to_dict() for d in diffs]
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"target": target, "objectives": rows, "baseline": baseline, "paired": paired_json}, indent=2
+        )
+        + "\n"
+    )
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "settings": settings,
+                "baseline": baseline,
+                "paired": paired_json,
+                "noise": noise,
+                "target": target,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     console.print(rich_table(summaries, f"conspo compare ({target_text} target)"))
+    if diffs:
+        console.print(rich_paired(diffs, f"paired differences to {baseline} (95% t interval)"))
+        for line in _noise_lines(noise):
+            console.print(line[2:])
     for e in errors:
         console.print(f"[red]failed[/red] {e.objective} seed {e.seed}: {e.error.splitlines()[0]}")
-    console.print(f"table: {out / 'compare.md'}; plots: {', '.join(p.name for p in pngs.values()) or 'none'}")
+    plots = [p.name for p in pngs.values()] + ([paired_png.name] if paired_png else [])
+    console.print(
+        f"report: {out / 'report.md'}; table: {out / 'compare.md'}; plots: {', '.join(plots) or 'none'}"
+    )
     return 0 if not errors else 1
 
 
@@ -245,9 +374,12 @@ def run(args: argparse.Namespace) -> int:
             if not (out / MANIFEST).is_file():
                 raise ValueError(f"--report-only: {out / MANIFEST} not found")
             manifest = json.loads((out / MANIFEST).read_text())
-            return report(out, objectives or manifest["objectives"], manifest["seeds"], args.target, console)
+            objectives = objectives or manifest["objectives"]
+            baseline = _baseline(args.baseline, objectives)
+            return report(out, objectives, manifest["seeds"], args.target, console, baseline)
         if not objectives:
             raise ValueError("no objective given; e.g. --objectives grpo,conspo or --ablations")
+        baseline = _baseline(args.baseline, objectives)
         base = _base_config(args)
         jobs = args.jobs or min(os.cpu_count() or 1, len(objectives) * len(seeds))
         if jobs < 1:
@@ -308,6 +440,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         execute_runs(specs, jobs, on_done=on_done)
-        return report(out, objectives, seeds, args.target, console)
+        return report(out, objectives, seeds, args.target, console, baseline)
     finally:
         lock.release()
