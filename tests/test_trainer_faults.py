@@ -210,6 +210,47 @@ def test_checkpoint_every_minutes_saves_on_the_clock(tmp_path, random_policy, pa
         assert info.value.field == "checkpoint.every_minutes"
 
 
+# -- a full disk --------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_keeps_the_older_checkpoints_and_says_how_to_resume(tmp_path, random_policy,
+                                                                        parity_math_verifier, capsys, monkeypatch):  # fmt: skip
+    import errno
+
+    import conspo.trainer.checkpoint as checkpoint
+
+    real, calls = checkpoint._save_weights, []
+
+    def fill_up(model, path):
+        calls.append(path)
+        if len(calls) == 3:  # the third checkpoint finds the disk full half-way through its weights
+            path.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(model, path)
+
+    monkeypatch.setattr(checkpoint, "_save_weights", fill_up)
+    argv = ["train", *_args(tmp_path, random_policy, "x", "steps=5", "checkpoint.every=1")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "x"
+    assert "checkpoint-000003: no space left on device while saving it" in err
+    assert "the newest checkpoint is checkpoint-000002. Continue from it with:" in err
+    assert f"--resume {run_dir}" in err and "Traceback" not in err
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("checkpoint-", ".tmp"))) == [
+        "checkpoint-000001",
+        "checkpoint-000002",
+    ]  # the partial copy is gone, the older ones are complete
+    assert checkpoint.latest_checkpoint(run_dir).name == "checkpoint-000002"
+    monkeypatch.setattr(
+        checkpoint, "_save_weights", real
+    )  # space freed: the printed command continues the run
+    assert (
+        main(["train", *_args(tmp_path, random_policy, "x", "steps=5", "checkpoint.every=1"), "--resume"])
+        == 0
+    )
+    assert json.loads((run_dir / "run_card.json").read_text())["summary"]["steps"] == 5
+
+
 # -- Ctrl-C and SIGTERM ----------------------------------------------------------------------------------
 
 
@@ -266,5 +307,5 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path, random_policy):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "conspo train: aborted during step" in err and "the newest checkpoint is checkpoint-" in err
+    assert "conspo train: aborted after " in err and "the newest checkpoint is checkpoint-" in err
     assert "--resume" in err and "Traceback" not in err

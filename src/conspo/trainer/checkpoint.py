@@ -35,6 +35,7 @@ process's; on the other processes load with ``restore_rng=False`` and re-seed fr
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ __all__ = [
     "BEST_KEY",
     "CheckpointError",
     "CheckpointState",
+    "DiskFullError",
+    "is_disk_full",
     "MANIFEST_NAME",
     "checkpoint_dir",
     "latest_checkpoint",
@@ -84,6 +87,23 @@ _TRASH_PREFIX = ".trash-checkpoint-"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing a file, is corrupt, or does not fit the model/optimizer it is loaded into."""
+
+
+class DiskFullError(CheckpointError):
+    """The disk filled up while a checkpoint was written; the partial copy is gone, older checkpoints are intact."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc`` (or an exception it was raised from) is "no space left on device" / "disk quota exceeded"."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True  # safetensors reports it as its own error type, with the OS message inside
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dataclass
@@ -182,8 +202,13 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         _fsync_dir(run_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):
+            raise DiskFullError(
+                f"{final}: no space left on device while saving it (the partial copy was removed; older "
+                f"checkpoints are intact): {e}"
+            ) from e
         raise
 
     if keep_last is not None:

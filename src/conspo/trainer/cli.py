@@ -138,6 +138,14 @@ def run(args: argparse.Namespace) -> int:
         if trainer.dist.is_main:
             _print_aborted(args, trainer)
         return 130
+    except Exception as e:
+        from conspo.trainer.checkpoint import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        if trainer.dist.is_main:
+            _print_aborted(args, trainer, f"the disk is full ({e})")
+        return 1
     if not trainer.dist.is_main:
         return 0 if result.stopped_by is None else 128 + _signal_number(result.stopped_by)
     if result.stopped_by is not None:
@@ -162,16 +170,16 @@ def _signal_number(name: str) -> int:
         return int(signal.SIGINT)
 
 
-def _print_aborted(args: argparse.Namespace, trainer) -> None:
+def _print_aborted(args: argparse.Namespace, trainer, why: str = "aborted") -> None:
     from conspo.trainer.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(trainer.run_dir)
     if ckpt is None:
         kept = "no checkpoint was written, so a --resume has nothing to continue from"
-        print(f"conspo train: aborted at step {trainer.step_index}; {kept}", file=sys.stderr)
+        print(f"conspo train: {why} after {trainer.step_index} steps; {kept}", file=sys.stderr)
         return
     print(
-        f"conspo train: aborted during step {trainer.step_index + 1}; the newest checkpoint is {ckpt.name}. "
+        f"conspo train: {why} after {trainer.step_index} steps; the newest checkpoint is {ckpt.name}. "
         f"Continue from it with:\n  {_resume_command(args, trainer.run_dir)}",
         file=sys.stderr,
     )
