@@ -264,6 +264,9 @@ def test_number_precision_rule(gold, pred, equal):
         ("5\\text{ m/s}", "5", Reason.EXACT),
         ("9.8", "9.8\\,\\mathrm{m/s^2}", Reason.EXACT),
         ("1.6", "1.6 \\mathrm{~cm}", Reason.EXACT),
+        ("20.39", "20.39 \\mathrm{~nm}", Reason.EXACT),  # any word in text mode is a unit name
+        ("3.83e35", "3.83 \\times 10^{35}\\,\\mathrm{erg\\,s^{-1}}", Reason.NUMERIC),
+        ("2", "2 \\text{ or more}", Reason.NOT_EQUAL),  # "or" joins, it is no unit
         ("12", "12 apples", Reason.EXACT),
         ("3abc", "3", None),  # a product of variables is no unit: math-verify decides
         ("5", "6 \\text{ m/s}", Reason.NOT_EQUAL),
@@ -277,6 +280,10 @@ def test_number_precision_rule(gold, pred, equal):
         ("C", "C) 12", Reason.EXACT),
         ("C", "option C", Reason.EXACT),
         ("C", "B) 12", Reason.NOT_EQUAL),
+        # a bare list against a single value: a missing or an extra element
+        ("84, 69", "69", Reason.NOT_EQUAL),
+        ("2", "2, 3", Reason.NOT_EQUAL),
+        ("\\{1,2\\}", "1, 2", None),  # a set against a bare list: math-verify decides
         # lists written with words, approximations, numerals in a base
         ("2, 3", "x = 2 or x = 3", Reason.SYMBOLIC),
         ("1.6", "x \\approx 1.6", Reason.EXACT),

@@ -14,7 +14,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
 
-from conspo.rewards.extraction import MAX_ANSWER_CHARS, unwrap_whole
+from conspo.rewards.extraction import MAX_ANSWER_CHARS, _matching_brace, unwrap_whole
 from conspo.rewards.latex_arith import compare_expressions
 from conspo.rewards.verdict import CORRECT_REASONS, Reason, Verdict, make_verdict
 
@@ -35,9 +35,14 @@ _FAST_MAX_CHARS = 2000  # longer answers go straight to the symbolic path, where
 _MAX_EXPONENT = 400  # 1e400 still compares exactly; a larger power of ten is left to the workers
 
 _WRAPPERS = ("\\text", "\\textbf", "\\textit", "\\mathrm", "\\mathbf", "\\mbox", "\\operatorname")
+# One level of braces inside (\mathrm{erg\,s^{-1}}); the alternatives start differently: no backtracking.
 _WRAPPER_RE = re.compile(
-    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox)\s*\{([^{}]*)\}"
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox)\s*\{((?:[^{}]|\{[^{}]*\})*)\}"
 )
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textrm|textnormal|mathrm|mbox|rm|operatorname)\s*\{")
+_TEXT_UNIT_RE = re.compile(r"[\sA-Za-zµΩ°/.,;!~^{}\\()\-0-9_]*")
+_AFTER_UNIT_RE = re.compile(r"\s*(?:\^\s*\{?\s*-?\d+\s*\}?)?\s*\.?\s*")
+_VALUE_END_RE = re.compile(r"[\w})\]]\s*(?:\\[,;!: ]|~|\s)*$")
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])")
 # A degree sign, with the temperature scale that may follow it (90^\circ, 90°, 25^{\circ}C, \degree F).
 _DEGREE_RE = re.compile(
@@ -59,7 +64,8 @@ _NOT_UNITS = {
     "i", "e", "x", "y", "z", "n", "k", "t", "a", "b", "c", "d", "r", "p", "q", "u", "v", "w",
     "mod", "not", "no", "yes", "true", "false", "infinity", "inf", "sin", "cos", "tan", "sec", "csc",
     "cot", "log", "ln", "exp", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "lim", "max", "min",
-    "gcd", "lcm", "det", "choose", "factorial",
+    "gcd", "lcm", "det", "choose", "factorial", "if", "for", "when", "where", "otherwise", "such", "that",
+    "with", "only", "all", "any", "none", "undefined", "more", "less", "than", "at", "least", "most",
 }  # fmt: skip
 # A unit after a value: words, optional powers, joined by /, \cdot, *, "per" (5 m/s, 9.8 m/s^2, 3 kg m^2).
 _UNIT_WORD = r"[A-Za-zµΩ]+(?:\^\{?-?\d\}?)?"
@@ -104,6 +110,31 @@ def _unwrap_text(s: str) -> str:
     return s
 
 
+def _strip_text_unit(s: str) -> str:
+    """``20.39 \\mathrm{~nm}``, ``3.8\\times10^{35}\\,\\mathrm{erg\\,s^{-1}}`` -> the value: a trailing
+    ``\\text{}`` / ``\\mathrm{}`` group of unit-like words (any word: text mode marks it as a name) after
+    a value. Joining and operator words (``\\text{ or }``, ``\\text{ and }``) are never units."""
+    for _ in range(3):
+        starts = list(_TEXT_CMD_RE.finditer(s))
+        if not starts:
+            return s
+        m = starts[-1]
+        close = _matching_brace(s, m.end() - 1)
+        if close < 0 or not _AFTER_UNIT_RE.fullmatch(s, close + 1):
+            return s
+        content, value = s[m.end() : close], s[: m.start()]
+        words = re.findall(r"[A-Za-zµΩ]+", content)
+        if (
+            not words
+            or not _TEXT_UNIT_RE.fullmatch(content)
+            or any(w.lower() in _NOT_UNITS for w in words if w not in _UNITS)
+            or not _VALUE_END_RE.search(value)
+        ):
+            return s
+        s = value.rstrip()
+    return s
+
+
 def _strip_unit(s: str) -> str:
     """``12 cm`` / ``5 m/s`` / ``9.8 m/s^2`` / ``20 days`` -> the value; ``2 and 3``, ``5 x``, ``3abc`` unchanged."""
     m = _UNIT_TAIL_RE.match(s)
@@ -140,8 +171,8 @@ def normalize_answer(answer: str) -> str:
     s = unwrap_whole(_strip_outer_braces(answer.strip().replace("\u2212", "-").replace("\u2013", "-")))
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = _CURRENCY_RE.sub("", s)
+    s = _DEGREE_RE.sub("", _strip_text_unit(s))
     s = _SPACING_RE.sub(" ", s)
-    s = _DEGREE_RE.sub("", s)
     s = _unwrap_text(s)
     s = s.replace("\\%", "%").strip().rstrip(".").strip()
     if re.search(r"\d", s):  # "2 and 3", "x = 1 or x = 2": a list of answers
@@ -295,6 +326,7 @@ def _numbers_equal(gold: ParsedNumber, pred: ParsedNumber, rel_tol: float) -> bo
 _CHOICE_LEAD_RE = re.compile(
     r"^(?:option|choice|answer)?\(?([A-E])\)(?![-+*/^=_.,]|$)|^(?:option|choice)\(?([A-E])\)?$"
 )
+_SET_LIKE_RE = re.compile(r"\\(?:pm|mp|in|cup|cap|\{|mid|setminus|emptyset|varnothing)|[<>]|\\[lg]e")
 _BASE_RE = re.compile(r"^([0-9A-Fa-f]+)_\{?(\d+)\}?$")
 _PM_RE = re.compile(r"\\(pm|mp)(?![a-zA-Z])")
 
@@ -444,8 +476,18 @@ def _same_value(g: str, p: str, rel_tol: float, depth: int = 0) -> bool | None:
         if "=" in g or "=" in p:
             return _same_equation(g, p, rel_tol, depth)
         return compare_expressions(g, p, rel_tol)
+    for listed, other_shape, single in ((g_shape, p_shape, p), (p_shape, g_shape, g)):
+        if (
+            listed is not None
+            and listed[0] == ""
+            and other_shape is None
+            and "," not in single
+            and not _SET_LIKE_RE.search(single)
+            and len(set(listed[1])) > 1
+        ):
+            return False  # "2, 3" against "2": a missing (or an extra) element
     if g_shape is None or p_shape is None or g_shape[0] != p_shape[0]:
-        return None  # a list against a single value, or different brackets: math-verify decides
+        return None  # different brackets, or a set against a single value: math-verify decides
     (kind, g_items), (_, p_items) = g_shape, p_shape
     if kind in ("()", "[]", "(]", "[)"):  # tuples, vectors, intervals: in order
         if len(g_items) != len(p_items):
