@@ -267,6 +267,7 @@ def test_number_precision_rule(gold, pred, equal):
         ("20.39", "20.39 \\mathrm{~nm}", Reason.EXACT),  # any word in text mode is a unit name
         ("3.83e35", "3.83 \\times 10^{35}\\,\\mathrm{erg\\,s^{-1}}", Reason.NUMERIC),
         ("2", "2 \\text{ or more}", Reason.NOT_EQUAL),  # "or" joins, it is no unit
+        ("\\text{Evelyn}", "\\displaystyle \\text{Evelyn}", Reason.EXACT),  # a name, not a unit
         ("12", "12 apples", Reason.EXACT),
         ("3abc", "3", None),  # a product of variables is no unit: math-verify decides
         ("5", "6 \\text{ m/s}", Reason.NOT_EQUAL),

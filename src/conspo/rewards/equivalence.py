@@ -42,7 +42,8 @@ _WRAPPER_RE = re.compile(
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textrm|textnormal|mathrm|mbox|rm|operatorname)\s*\{")
 _TEXT_UNIT_RE = re.compile(r"[\sA-Za-zµΩ°/.,;!~^{}\\()\-0-9_]*")
 _AFTER_UNIT_RE = re.compile(r"\s*(?:\^\s*\{?\s*-?\d+\s*\}?)?\s*\.?\s*")
-_VALUE_END_RE = re.compile(r"[\w})\]]\s*(?:\\[,;!: ]|~|\s)*$")
+# What a value ends with: a digit, a closing bracket, a lone letter (2x) or \pi; never a command name.
+_VALUE_END_RE = re.compile(r"(?:\d|[})\]]|(?<![\\A-Za-z])[A-Za-z]|\\pi)$")
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])")
 # A degree sign, with the temperature scale that may follow it (90^\circ, 90°, 25^{\circ}C, \degree F).
 _DEGREE_RE = re.compile(
@@ -128,7 +129,7 @@ def _strip_text_unit(s: str) -> str:
             not words
             or not _TEXT_UNIT_RE.fullmatch(content)
             or any(w.lower() in _NOT_UNITS for w in words if w not in _UNITS)
-            or not _VALUE_END_RE.search(value)
+            or not _VALUE_END_RE.search(_SPACING_RE.sub(" ", value).strip())
         ):
             return s
         s = value.rstrip()
