@@ -116,6 +116,8 @@ def test_a_1mb_response_is_read_in_a_few_string_scans():
         ("The answer is $12 and the tip is $3.", "12"),
         ("So the answer is: \\(3\\sqrt{2}\\)", "3\\sqrt{2}"),
         ("The answer to the question is 42.", "42"),
+        ("The answer is thus 5.", "5"),
+        ("The answers are $2$ and $3$.", "2, 3"),
         ("The answer is therefore $\\frac{3}{4}$.", "\\frac{3}{4}"),
         ("The answer is $2$ and $3$.", "2, 3"),
         ("So the answer is 5, since x = 5.", "5"),

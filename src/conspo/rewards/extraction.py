@@ -52,8 +52,8 @@ _HOPE_RE = re.compile(r"\.?\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 
 # Answer anchors; each is literal-led with bounded gaps, so finditer stays linear.
 _ANCHOR_RE = re.compile(
-    r"(?P<is>\b(?:final\s+|correct\s+|right\s+)?(?:answer|choice|option)"
-    r"(?:\s+to\s+[^.\n$]{1,80}?)?\s*(?:\*\*)?\s+(?:is|would\s+be|will\s+be|should\s+be)\b(?:\s*:)?)"
+    r"(?P<is>\b(?:final\s+|correct\s+|right\s+)?(?:answers?|choice|option)"
+    r"(?:\s+to\s+[^.\n$]{1,80}?)?\s*(?:\*\*)?\s+(?:is|are|would\s+be|will\s+be|should\s+be)\b(?:\s*:)?)"
     r"|(?P<colon>\b(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:：](?:\s*(?:\*\*|__))?)"
     r"|(?P<header>(?:\*\*|__)\s*final\s+answer\s*(?:\*\*|__)"
     r"|^[ \t]*#{1,6}[ \t]*(?:\*\*)?final\s+answer\b(?:\*\*)?[ \t]*[:：]?"
@@ -67,6 +67,9 @@ _ANCHORS_TRIED = 8  # rightmost anchors tried before the fallback (a self-correc
 _SKIP_RE = re.compile(r"(?:[\s:=*_]|\\(?:quad|qquad|,|;|!|\s)){0,200}")
 _MATH_OPEN = ("$$", "\\[", "\\(", "$")
 _OPENER_RE = re.compile(r"(?<!\\)\$\$?|\\\[|\\\(")
+_FILLER_RE = re.compile(
+    r"^(?:(?:therefore|thus|hence|so|then|clearly|simply|just|exactly|indeed),?\s+)+", re.I
+)
 _UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
 _CURRENCY_RE = re.compile(r"\d[\d,.]*\s+[A-Za-z]{2,}")
 _MATH_CLOSE = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
@@ -254,6 +257,7 @@ def _value_after(text: str, pos: int, header: bool, whole: bool = False) -> str 
             span = _math_span(text, j + at)
             if span is not None:
                 return span[0].strip()
+    line = _FILLER_RE.sub("", line)  # "is thus 5." / "is simply 5"
     if line.startswith("$") and not line.startswith("$$"):
         line = line[1:]  # "$57,500." : a currency sign that does not close
     cut = None if whole else _SENTENCE_END_RE.search(line)  # Minerva's X runs up to "I hope"
