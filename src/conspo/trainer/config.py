@@ -182,7 +182,13 @@ class OptimConfig:
     schedule: Literal["constant", "cosine"] = field(
         default="constant", metadata=_help("Learning-rate schedule after warm-up.")
     )
-    warmup_steps: int = field(default=0, metadata=_help("Linear warm-up length in optimizer steps."))
+    warmup_steps: int = field(
+        default=10,
+        metadata=_help(
+            "Linear warm-up length in optimizer steps. 10 keeps the testbed's first steps stable (without it lr "
+            "1e-4 dips early: benchmarks/RESULTS.md 'Stability map'); the recipes set their own (paper: 0)."
+        ),
+    )
     min_lr_ratio: float = field(default=0.0, metadata=_help("Cosine floor as a fraction of lr."))
     max_grad_norm: float | None = field(
         default=1.0,
