@@ -10,9 +10,9 @@ from conspo.cli import main
 def test_tasks_lists_every_task_with_an_example(capsys):
     assert main(["testbed", "tasks"]) == 0
     out = capsys.readouterr().out
-    for name in ("add", "mul", "chain"):
-        assert f"\n{name}" in f"\n{out}"
-    assert out.count("\\boxed{") == 3
+    for name in ("add", "mul", "chain", "varchain"):
+        assert f"\n{name} " in f"\n{out}"
+    assert out.count("\\boxed{") == 4
 
 
 @pytest.mark.slow

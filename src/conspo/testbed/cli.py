@@ -33,8 +33,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--slip-rate",
         type=float,
-        default=defaults.slip_rate,
-        help="share of teacher completions with a typical slip (default: %(default)s)",
+        default=None,
+        help="share of teacher completions with a typical slip (default: the task's own, 0.5 for add)",
     )
     p.add_argument(
         "--cache-dir",
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             task = make_task(name)
             problem = task.train_problems(1)[0]
             print(
-                f"{name:6s} {description}\n       e.g. {problem.problem} -> {task.teacher_completion(problem.problem)}"
+                f"{name:8s} {description}\n         e.g. {problem.problem} -> {task.teacher_completion(problem.problem)}"
             )
         return 0
     if command not in ("warmup", "info"):

@@ -1,4 +1,5 @@
-"""Synthetic verifiable tasks for the CPU testbed: addition, multiplication and a short chain of steps.
+"""Synthetic verifiable tasks for the CPU testbed: addition, multiplication, a short chain of steps and a
+variable-length chain whose slips change the length of the reasoning.
 
 Each task is a deterministic function of ``(name, difficulty, seed)``. Train and eval splits are disjoint by
 construction: a problem's split is a hash of its text (independent of the seed), so the eval problems of any
@@ -8,6 +9,12 @@ A task also provides the *teacher* completions used by the warm start (``teacher
 reasoning where the task needs it, then ``\\boxed{<answer>}``. The teacher can be told to make a typical slip
 (a dropped or spurious carry, an off-by-one step), which is how the warm start produces a base policy with
 partial accuracy whose correct answers are within reach of sampling (see ``warmstart.py``).
+
+What each task is for (``docs/data.md``): ``add`` / ``mul`` / ``chain`` are the quick demo tasks (fixed-length
+completions, base accuracy about one half); ``varchain`` is built to let objectives differ: 2 to
+``difficulty`` steps per problem (so completion length varies with the problem), slips that drop or repeat a
+step (wrong completions one step shorter or longer than right ones) or put one step off by one (a near miss
+that differs from the right completion in a few digits only), and a higher slip rate (base accuracy 20-40%).
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ TASKS: dict[str, str] = {
     "add": "a + b, each operand with `difficulty` digits (default 2), worked column by column",
     "mul": "a * b, a with `difficulty` digits, b with one digit (default 2), worked column by column",
     "chain": "a running sum of `difficulty` + 1 one-digit terms (default 2 steps), totals written as they go",
+    "varchain": "a running sum of 2 to `difficulty` one-digit steps (default 6); slips skip, repeat or miss a step",
 }
-DEFAULT_DIFFICULTY = {"add": 2, "mul": 2, "chain": 2}
+DEFAULT_DIFFICULTY = {"add": 2, "mul": 2, "chain": 2, "varchain": 6}
+VARCHAIN_SLIPS = ("off", "skip", "repeat")  # one wrong step: off by one, left out, or applied twice
 EVAL_FRACTION = 0.2  # share of the problem space reserved for evaluation (by hash of the text)
 
 
@@ -48,10 +57,12 @@ class TestbedTask:
         if self.name == "mul":
             lo, hi = (0 if d == 1 else 10 ** (d - 1)), 10**d - 1
             return rng.randint(lo, hi), rng.randint(2, 9)
-        # chain: first term, then d signed one-digit steps; the running total never goes negative
+        # chain: first term, then d signed one-digit steps; the running total never goes negative.
+        # varchain: the same with a number of steps drawn from 2..d (1 at difficulty 1).
+        steps = rng.randint(min(2, d), d) if self.name == "varchain" else d
         terms = [rng.randint(1, 9)]
         total = terms[0]
-        for _ in range(d):
+        for _ in range(steps):
             step = rng.randint(1, 9) * (-1 if rng.random() < 0.4 else 1)
             if total + step < 0:
                 step = -step
@@ -152,10 +163,14 @@ class TestbedTask:
         ``add`` / ``mul``: the column results from the ones digit up, carries included (``8,10 \\boxed{108}``
         for ``63+45``; ``56,29 \\boxed{296}`` for ``37*8``); a slip drops a carry, or adds one where there is
         none, and the rest follows from it. ``chain``: the running totals, then ``\\boxed{N}``; a slip is one
-        step off by one, carried through the rest of the chain.
+        step off by one, carried through the rest of the chain. ``varchain``: the running totals, one per step;
+        a slip (kind drawn from ``VARCHAIN_SLIPS``) puts one step off by one (same length), skips one step (one
+        total fewer) or applies one step twice (one total more), carried through the rest.
         """
         rng = rng or random.Random(text)
         ops = self._parse(text)
+        if self.name == "varchain":
+            return self._varchain_completion(ops, slip, rng)
         if self.name == "chain":
             wrong_at = rng.randrange(1, len(ops)) if slip else -1
             totals, total = [], ops[0]
@@ -180,9 +195,27 @@ class TestbedTask:
         answer = int(str(total) + "".join(str(d) for d in reversed(digits[:-1])))
         return ",".join(steps) + f" \\boxed{{{answer}}}"
 
+    @staticmethod
+    def _varchain_completion(ops: tuple[int, ...], slip: bool, rng: random.Random) -> str:
+        steps = list(ops[1:])
+        kind, at = None, -1
+        if slip:
+            kind, at = rng.choice(VARCHAIN_SLIPS), rng.randrange(len(steps))
+        totals, total = [], ops[0]
+        for i, t in enumerate(steps):
+            if i == at and kind == "skip":
+                continue
+            total += t + (rng.choice((-1, 1)) if i == at and kind == "off" else 0)
+            totals.append(total)
+            if i == at and kind == "repeat":
+                total += t
+                totals.append(total)
+        body = ",".join(map(str, totals)) if totals else str(ops[0])  # one step skipped: the start stands
+        return body + f" \\boxed{{{total}}}"
+
 
 def make_task(name: str, *, seed: int = 0, difficulty: int | None = None) -> TestbedTask:
-    """Build a testbed task by name (``add``, ``mul``, ``chain``); ``difficulty`` defaults per task."""
+    """Build a testbed task by name (``add``, ``mul``, ``chain``, ``varchain``); ``difficulty`` defaults per task."""
     if name not in TASKS:
         raise ValueError(f"unknown testbed task {name!r}; choose one of {sorted(TASKS)}")
     difficulty = DEFAULT_DIFFICULTY[name] if difficulty is None else int(difficulty)
