@@ -284,3 +284,50 @@ def test_hub_path_maps_columns_and_converts_answers(monkeypatch):
         ("HuggingFaceH4/aime_2024", None, "train"),
         ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
     ]
+
+
+# -- reading stops at the limit --------------------------------------------------------------------------
+def test_limit_stops_reading_the_file(tmp_path, monkeypatch):
+    """A 200 MB JSONL with limit=10 read all of it before (27 s, 1.6 GB peak); now it reads 10 rows."""
+    path = write_jsonl(
+        tmp_path / "big.jsonl", [*ROWS, "not json", {"id": "a", "problem": "dup", "answer": "1"}]
+    )
+    assert [p.id for p in load_problems(path, limit=2)] == ["a", "b"]  # the bad tail is never read
+    problems, report = read_problems(path, limit=3)
+    assert len(problems) == 3 and report.rows == 3 and not report.issues
+    with pytest.raises(DataValidationError):  # without a limit the tail is read and refused
+        load_problems(path)
+    read = []
+    original = json.loads
+
+    def counting(text, *args, **kwargs):
+        read.append(text)
+        return original(text, *args, **kwargs)
+
+    monkeypatch.setattr("conspo.data.loading.json.loads", counting)
+    load_problems(
+        write_jsonl(tmp_path / "many.jsonl", [{**ROWS[0], "id": str(i)} for i in range(3000)] + [{}]),
+        limit=5,
+        on_error="raise",
+    )
+    assert len(read) == 5  # row by row, stopping at the limit
+
+
+def test_validation_hint_names_options_that_exist(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [ROWS[0], {"id": "q", "problem": "p"}])
+    with pytest.raises(DataValidationError) as info:
+        load_problems(path)
+    assert "--skip-bad-rows" not in str(info.value)  # a flag that never existed
+    assert "on_error='skip'" in str(info.value) and "data.on_error=skip" in str(info.value)
+
+
+def test_allow_hub_false_reads_only_local_copies(tmp_path, monkeypatch):
+    from conspo.data import NotLocalError
+
+    monkeypatch.delenv("CONSPO_DATA_DIR", raising=False)
+    with pytest.raises(NotLocalError, match="deepscaler"):
+        read_problems("deepscaler", allow_hub=False)
+    with pytest.raises(NotLocalError, match="Hub dataset id"):
+        read_problems("someone/some-set", allow_hub=False)
+    path = write_jsonl(tmp_path / "s.jsonl", ROWS)
+    assert len(read_problems(path, allow_hub=False)[0]) == 3

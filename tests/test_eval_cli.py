@@ -17,11 +17,13 @@ from conspo.testbed import TinyModelConfig, build_char_tokenizer, build_tiny_mod
 
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory) -> Path:
-    """The testbed policy's architecture and tokenizer, saved like a checkpoint (random weights: fast)."""
+    """The testbed policy's architecture and tokenizer, saved like a checkpoint (random weights: fast).
+
+    1024 positions: real benchmark prompts (AIME, MATH-500) must fit its context, or plan_from_args refuses."""
     path = tmp_path_factory.mktemp("policy")
     tokenizer = build_char_tokenizer()
     config = TinyModelConfig(
-        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=64
+        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=1024
     )
     build_tiny_model(tokenizer, config, seed=0).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -130,7 +132,7 @@ def test_names_resolve_through_the_data_registry(policy_dir, shared_data_dir):
         (["--benchmarks", "aime2099"], "aime2099"),
         (["--benchmarks", "{bench}", "--n", "4", "--pass-k", "8"], "k=8 is larger than n=4"),
         (["--benchmarks", "{bench}", "--n", "2", "--maj-k", "3"], "k=3 is larger than n=2"),
-        (["--benchmarks", "{bench}", "--model", "{missing}"], "does not load"),
+        (["--benchmarks", "{bench}", "--model", "{missing}"], "no such folder"),
         (["--benchmarks", "{bench}", "--model", "{empty}"], "no config.json"),
         (["--benchmarks", "{bench}", "--temperature", "-1"], "temperature"),
         (["--benchmarks", "{bench}", "--preset", "quick", "--limit", "0"], "--limit"),

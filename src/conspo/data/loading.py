@@ -4,6 +4,9 @@ Every row is validated, and every problem found is reported with its file and li
 for Parquet): an undecodable line, a row that is not an object, a missing or empty problem or answer, a
 non-string problem or answer, a duplicate id. By default loading stops with the whole list
 (``DataValidationError``); ``on_error="skip"`` drops the bad rows and warns with their count.
+
+Files are read row by row (JSON Lines and CSV are streamed), and ``limit=N`` stops reading once N valid
+problems are found: the rest of the file is not read or validated.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import csv
 import json
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ __all__ = [
     "DataError",
     "DataValidationError",
     "LoadReport",
+    "NotLocalError",
     "RowIssue",
     "load_problems",
     "read_problems",
@@ -43,6 +48,10 @@ MAX_LISTED = 20  # issues spelled out in an error message; the rest are counted
 
 class DataError(ValueError):
     """A problem set cannot be found or read (unknown name, missing file, hub unreachable)."""
+
+
+class NotLocalError(DataError):
+    """``allow_hub=False`` and the problem set is only on the Hugging Face Hub (no local copy to read)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,8 @@ class DataValidationError(DataError):
         more = f"\n  ... and {len(issues) - MAX_LISTED} more" if len(issues) > MAX_LISTED else ""
         super().__init__(
             f"{len(issues)} invalid row(s) in {source}:\n  {listed}{more}\n"
-            "(fix the rows, or pass on_error='skip' / --skip-bad-rows to drop them)"
+            "(fix the rows, or drop them: load_problems(..., on_error='skip'), data.on_error=skip in a training "
+            "config)"
         )
 
 
@@ -215,12 +225,15 @@ def _validate(
     columns: Mapping[str, str] | None,
     answer_transform: str | None = None,
     id_prefix: str = "",
+    limit: int | None = None,
 ) -> tuple[list[Problem], LoadReport]:
     report = LoadReport(source=source)
     problems: list[Problem] = []
     seen_ids: dict[str, str] = {}
     mapping: dict[str, str] | None = None
     transform = ANSWER_TRANSFORMS[answer_transform] if answer_transform else None
+    if limit is not None and limit <= 0:
+        return problems, report
     for location, row in rows:
         report.rows += 1
         if isinstance(row, Exception):
@@ -245,7 +258,10 @@ def _validate(
             bad = f"answer (column {mapping['answer']!r}) is a {type(answer).__name__} ({answer!r}), expected a string"
         if bad is None:
             raw_id = _get(row, mapping["id"]) if "id" in mapping else None
-            pid = f"{id_prefix}{raw_id}" if raw_id not in (None, "") else f"{id_prefix}{report.rows - 1}"
+            if raw_id in (None, ""):
+                pid = f"{id_prefix}{report.rows - 1}"
+            else:  # the row's own string when there is no prefix (one copy fewer per problem)
+                pid = raw_id if isinstance(raw_id, str) and not id_prefix else f"{id_prefix}{raw_id}"
             if pid in seen_ids:
                 bad = f"duplicate id {pid!r} (first seen at {seen_ids[pid]})"
         if bad is not None:
@@ -253,7 +269,12 @@ def _validate(
             continue
         seen_ids[pid] = location
         used = {mapping["problem"].split(".")[0], mapping["answer"].split(".")[0], mapping.get("id", "")}
-        meta = {k: v for k, v in row.items() if k not in used and k != "source"}
+        # json.loads makes new key strings per row; interned, millions of rows share one copy of each key.
+        meta = {
+            (sys.intern(k) if type(k) is str else k): v
+            for k, v in row.items()
+            if k not in used and k != "source"
+        }
         problems.append(
             Problem(
                 id=pid,
@@ -263,6 +284,8 @@ def _validate(
                 meta=meta,
             )
         )
+        if limit is not None and len(problems) >= limit:
+            break  # the rest is not read: a 200 MB file with limit=10 reads ten lines
     report.kept = len(problems)
     return problems, report
 
@@ -309,27 +332,39 @@ def read_problems(
     data_dir: str | os.PathLike | None = None,
     columns: Mapping[str, str] | None = None,
     hub_config: str | None = None,
+    limit: int | None = None,
+    allow_hub: bool = True,
 ) -> tuple[list[Problem], LoadReport]:
-    """Every valid problem and the load report (nothing raised for bad rows; see ``load_problems``)."""
+    """Every valid problem and the load report (nothing raised for bad rows; see ``load_problems``).
+
+    ``limit``: stop reading once this many valid problems are found (the report then covers the rows read).
+    ``allow_hub=False``: raise :class:`NotLocalError` instead of downloading (``conspo train --dry-run``).
+    """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_file():
-        return _validate(_file_rows(path, split), source=path.stem, columns=columns)
+        return _validate(_file_rows(path, split), source=path.stem, columns=columns, limit=limit)
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a file, or a registry name with data_dir={str(path)!r}")
     if text.startswith("testbed:"):
-        return _testbed_problems(text, split)
+        problems, report = _testbed_problems(text, split)
+        return (problems, report) if limit is None else (problems[:limit], report)
     spec = get_dataset_spec(text)
     if spec is not None:
-        return _registry_problems(spec, split=split, data_dir=data_dir, columns=columns)
+        return _registry_problems(
+            spec, split=split, data_dir=data_dir, columns=columns, limit=limit, allow_hub=allow_hub
+        )
     if path.suffix.lower() in SUFFIXES:
         raise DataError(f"no such file: {path}")
     if _HUB_ID.fullmatch(text):
+        if not allow_hub:
+            raise NotLocalError(f"{text!r} is a Hugging Face Hub dataset id (not read without the hub)")
         return _validate(
             _hub_rows(text, config=hub_config, split=split or "train"),
             source=text,
             columns=columns,
             id_prefix="",
+            limit=limit,
         )
     raise DataError(
         f"unknown problem set {text!r}: not a file, not a registered name ({', '.join(list_datasets())}), "
@@ -343,6 +378,8 @@ def _registry_problems(
     split: str | None,
     data_dir: str | os.PathLike | None,
     columns: Mapping[str, str] | None,
+    limit: int | None = None,
+    allow_hub: bool = True,
 ) -> tuple[list[Problem], LoadReport]:
     split = split or spec.default_split
     folder = _data_dir(data_dir)
@@ -353,13 +390,18 @@ def _registry_problems(
             )
         path = folder / spec.local_files[split]
         if path.is_file():
-            return _validate(_file_rows(path, split), source=spec.name, columns=columns)
+            return _validate(_file_rows(path, split), source=spec.name, columns=columns, limit=limit)
         if spec.hub_id is None or data_dir is not None:
             raise DataError(f"{spec.name}: expected its {split} file at {path}, which does not exist")
     if spec.hub_id is None:
         raise DataError(
             f"{spec.name} is available only as a local file ({', '.join(spec.local_files.values())}); "
             f"pass data_dir= / --data-dir DIR or set {DATA_DIR_ENV}=DIR to the folder holding it"
+        )
+    if not allow_hub:
+        raise NotLocalError(
+            f"{spec.name} has no local copy (data_dir / {DATA_DIR_ENV} unset or without "
+            f"{spec.local_files.get(split, 'its file')}); it would be read from the hub ({spec.hub_id})"
         )
     rows = _hub_rows(
         spec.hub_id,
@@ -368,7 +410,9 @@ def _registry_problems(
         local_file=spec.local_files.get(split),
     )
     mapping = {**spec.columns, **(columns or {})}
-    return _validate(rows, source=spec.name, columns=mapping, answer_transform=spec.answer_transform)
+    return _validate(
+        rows, source=spec.name, columns=mapping, answer_transform=spec.answer_transform, limit=limit
+    )
 
 
 def _testbed_problems(name: str, split: str | None) -> tuple[list[Problem], LoadReport]:
@@ -414,7 +458,8 @@ def load_problems(
             first present of ``problem/question/prompt``, ``answer/final_answer/ground_truth/target``,
             ``id/unique_id/idx/problem_idx``; rows without an id get their row index).
         on_error: ``"raise"`` stops with every bad row listed; ``"skip"`` drops them and warns with the count.
-        limit: keep only the first ``limit`` problems (after validation).
+        limit: keep only the first ``limit`` valid problems; reading stops there (later rows are neither read
+            nor validated).
         hub_config: configuration name for a hub id.
     """
     if on_error not in ("raise", "skip"):
@@ -422,7 +467,7 @@ def load_problems(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     problems, report = read_problems(
-        name_or_path, split=split, data_dir=data_dir, columns=columns, hub_config=hub_config
+        name_or_path, split=split, data_dir=data_dir, columns=columns, hub_config=hub_config, limit=limit
     )
     if report.issues:
         if on_error == "raise":

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,19 @@ class EvalPlan:
     maj_ks: list[int]
     greedy: bool
     template: str | None  # None: per model, the template its folder names (default_template)
+    # (model label, benchmark) -> max_new_tokens capped to fit the model's context (see context_budgets)
+    capped: dict[tuple[str, str], int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def params_for(self, model_label: str, benchmark: str) -> Any:
+        """The sampling parameters of one model on one benchmark (max_new_tokens capped to its context)."""
+        cap = self.capped.get((model_label, benchmark))
+        return self.params if cap is None else dataclasses.replace(self.params, max_new_tokens=cap)
 
     def config(self) -> dict[str, Any]:
+        capped: dict[str, dict[str, int]] = {}
+        for (label, bench), cap in self.capped.items():
+            capped.setdefault(label, {})[bench] = cap
         return {
             "benchmarks": {name: {"n": s.n, "label": s.metric_label} for name, s in self.specs.items()},
             "problems": {name: len(p) for name, p in self.benchmarks.items()},
@@ -133,6 +145,7 @@ class EvalPlan:
             "maj_k": self.maj_ks,
             "greedy": self.greedy,
             "template": self.template or "auto (per model)",
+            **({"max_new_tokens_capped": capped} if capped else {}),
         }
 
 
@@ -210,9 +223,54 @@ def plan_from_args(args: argparse.Namespace) -> EvalPlan:
         benchmarks[label] = _load_benchmark(name, args.data_dir, limit)
         specs[label] = spec
     models = expand_models(args.model, args.tokenizer)
+    plan = EvalPlan(models, benchmarks, specs, params, args.pass_k, args.maj_k, args.greedy, args.template)
     for spec in models:
-        check_model_loads(spec, args.trust_remote_code)
-    return EvalPlan(models, benchmarks, specs, params, args.pass_k, args.maj_k, args.greedy, args.template)
+        config, tokenizer = check_model_loads(spec, args.trust_remote_code)
+        context_budgets(plan, spec, config, tokenizer)
+    return plan
+
+
+def context_budgets(plan: EvalPlan, spec: Any, config: Any, tokenizer: Any) -> None:
+    """Fit each benchmark's prompts plus ``--max-new-tokens`` into the model's context, before any generation.
+
+    A model asked for more positions than it was built for generates on (slowly, into garbage) until the
+    budget runs out. Where the longest prompt of a benchmark plus the budget does not fit, the budget of that
+    model on that benchmark is capped to what does (with a warning); a prompt that alone does not fit is an
+    error. Unknown context length (no ``max_position_embeddings`` in the config): nothing is checked.
+    """
+    from conspo.data import render_prompt
+    from conspo.eval.models import context_length, default_template, prompt_token_counts
+
+    context = context_length(config)
+    if context is None:
+        plan.warnings.append(
+            f"{spec.label}: context length unknown (no max_position_embeddings in its config); "
+            "--max-new-tokens not checked against it"
+        )
+        return
+    template = plan.template or default_template(spec.path)
+    wanted = plan.params.max_new_tokens
+    for name, problems in plan.benchmarks.items():
+        counts = prompt_token_counts(
+            tokenizer, [render_prompt(p.problem, tokenizer, template) for p in problems]
+        )
+        longest = max(counts)
+        too_long = sum(c >= context for c in counts)
+        if too_long:
+            worst = problems[counts.index(longest)]
+            raise ValueError(
+                f"benchmark {name!r}: {too_long} of {len(counts)} prompts do not fit in the context of model "
+                f"{spec.label!r} ({context} tokens, max_position_embeddings) on their own (longest: {longest} "
+                f"tokens, problem {worst.id!r}, template {template!r}); use a model with a longer context, "
+                "or a benchmark (or --limit) whose prompts fit"
+            )
+        if longest + wanted > context:
+            plan.capped[(spec.label, name)] = context - longest
+            plan.warnings.append(
+                f"{spec.label} {name}: the longest prompt ({longest} tokens) + --max-new-tokens {wanted} exceeds "
+                f"the model's context of {context} tokens; completions capped at {context - longest} new tokens "
+                "on this benchmark (pass a smaller --max-new-tokens to choose)"
+            )
 
 
 def _progress_bar(quiet: bool):
@@ -281,7 +339,7 @@ def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callab
                     problems,
                     verifier,
                     n=bench.n,
-                    params=plan.params,
+                    params=plan.params_for(spec.label, name),
                     ks=plan.ks,
                     maj_ks=plan.maj_ks,
                     greedy=plan.greedy,
@@ -323,6 +381,8 @@ def run(args: argparse.Namespace) -> int:
         f"[eval] {len(plan.models)} model(s) x {len(plan.benchmarks)} benchmark(s): {total} completions "
         f"(temperature {plan.params.temperature}, top-p {plan.params.top_p}, max {plan.params.max_new_tokens} tokens)"
     )
+    for warning in plan.warnings:
+        log(f"[eval] warning: {warning}")
     try:
         with MathVerifier(num_workers=args.verifier_workers, timeout=args.verifier_timeout) as verifier:
             reports = execute(plan, args, verifier, log)

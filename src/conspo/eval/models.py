@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelSpec", "check_model_loads", "default_template", "expand_models", "load_model"]
+__all__ = [
+    "ModelSpec",
+    "check_model_loads",
+    "context_length",
+    "default_template",
+    "expand_models",
+    "load_model",
+    "prompt_token_counts",
+]
 
 _STEP_RE = re.compile(r"^checkpoint-(\d+)$")
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # name or owner/name
+# Where configs keep the longest sequence (prompt + completion) the model was built for, most specific first.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+_NO_LIMIT = 10**7  # tokenizers and some configs write 1e30-style "no limit" sentinels
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -65,6 +78,35 @@ def default_template(model_path: str) -> str:
     return "default"
 
 
+def context_length(config: Any) -> int | None:
+    """The longest sequence (prompt + completion) a model holds, from its transformers config; None if unknown.
+
+    ``max_position_embeddings`` for most models (Llama, Qwen, Mistral), ``n_positions`` for GPT-2 style ones;
+    multimodal configs are read through their text config.
+    """
+    text = getattr(config, "get_text_config", lambda: config)()
+    for key in _CONTEXT_KEYS:
+        value = getattr(text, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _NO_LIMIT:
+            return value
+    return None
+
+
+def prompt_token_counts(tokenizer: Any, prompts: Sequence[str]) -> list[int]:
+    """Tokens each rendered prompt takes in the model, counted as the generators feed it (BOS added unless the
+    prompt already starts with it: ``conspo.rollout.HFGenerator.encode_prompt``); one batched call per case."""
+    bos = getattr(tokenizer, "bos_token", None)
+    has_bos = [isinstance(bos, str) and bool(bos) and p.startswith(bos) for p in prompts]
+    counts = [0] * len(prompts)
+    for flag in (False, True):
+        rows = [i for i, b in enumerate(has_bos) if b is flag]
+        if rows:
+            encoded = tokenizer([prompts[i] for i in rows], add_special_tokens=not flag)["input_ids"]
+            for i, ids in zip(rows, encoded):
+                counts[i] = len(ids)
+    return counts
+
+
 def expand_models(models: list[str], tokenizer: str | None = None) -> list[ModelSpec]:
     """Turn ``--model`` values into :class:`ModelSpec` s.
 
@@ -89,6 +131,8 @@ def expand_models(models: list[str], tokenizer: str | None = None) -> list[Model
             specs.append((path.name, str(path), tokenizer or _find_tokenizer(path)))
         elif path.exists():
             raise ValueError(f"--model {value}: is a file, expected a model folder or a hub id")
+        elif _looks_like_path(value):
+            raise ValueError(f"--model {value}: no such folder ({path.resolve()} does not exist)")
         else:
             specs.append((value, value, tokenizer or value))
     labels = [label for label, _, _ in specs]
@@ -102,24 +146,35 @@ def expand_models(models: list[str], tokenizer: str | None = None) -> list[Model
     return result
 
 
-def check_model_loads(spec: ModelSpec, trust_remote_code: bool = False) -> None:
-    """Load the config and tokenizer (cheap) so a bad path fails before any generation."""
+def _looks_like_path(value: str) -> bool:
+    """A --model value no hub id could be: absolute, ./ ../ ~, a backslash, or more than one slash."""
+    return value.startswith(("/", ".", "~")) or "\\" in value or not _HUB_ID.fullmatch(value)
+
+
+def check_model_loads(spec: ModelSpec, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load the config and tokenizer (cheap) so a bad path fails before any generation; returns both."""
     from transformers import AutoConfig, AutoTokenizer
 
     try:
-        AutoConfig.from_pretrained(spec.path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(spec.path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure here means "this model does not load"
-        where = "a local folder" if Path(spec.path).exists() else "a hub id (offline, or not on the hub)"
+        if Path(spec.path).exists():
+            where = "a local folder"
+        elif _looks_like_path(spec.path):
+            where = "no such folder"
+        else:
+            where = "not a local folder; as a hub id: offline, or not on the hub"
         raise ValueError(
             f"model {spec.path!r} ({where}) does not load: {type(exc).__name__}: {exc}"
         ) from None
     try:
-        AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ValueError(
             f"tokenizer for model {spec.path!r} does not load from {spec.tokenizer!r}: "
             f"{type(exc).__name__}: {exc}; pass --tokenizer PATH"
         ) from None
+    return config, tokenizer
 
 
 def load_model(

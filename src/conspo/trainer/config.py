@@ -118,7 +118,18 @@ class DataConfig:
     )
     max_train_problems: int | None = field(
         default=None,
-        metadata=_help("Use only the first N training problems (before the per-epoch shuffle); None = all."),
+        metadata=_help(
+            "Use only the first N (>= 1) training problems (before the per-epoch shuffle); reading the file "
+            "stops there. None = all."
+        ),
+    )
+    on_error: Literal["raise", "skip"] = field(
+        default="raise",
+        metadata=_help(
+            "Invalid rows in data.train / data.eval (bad JSON, missing problem or answer, duplicate id): 'raise' "
+            "stops before any model loads, naming the first (file:line) and the count; 'skip' trains without "
+            "them and warns with how many were skipped."
+        ),
     )
     shuffle: bool = field(default=True, metadata=_help("Shuffle training problems each epoch (seeded)."))
     data_dir: str | None = field(
@@ -217,7 +228,8 @@ class BatchConfig:
     micro_batch_size: int | None = field(
         default=None,
         metadata=_help(
-            "Rows per forward/backward (gradient accumulation); may split a group. None = a whole mini-batch."
+            "Rows per forward/backward (gradient accumulation); may split a group. None (or a value >= the rows "
+            "of a mini-batch per process) = a whole mini-batch."
         ),
     )
     update_mode: Literal["decomposed", "coupled"] = field(
@@ -383,10 +395,11 @@ class TrainConfig:
                 f"({b.mini_batches}) must divide the prompts per process ({local_prompts}): "
                 "each optimizer step takes whole groups",
             )
+        rows = local_prompts // b.mini_batches * b.group_size
+        splits = b.micro_batch_size is not None and b.micro_batch_size < rows  # >= rows: the whole mini-batch
         if b.micro_batch_size is not None:
             _positive(b, "micro_batch_size", "batch.")
-            rows = local_prompts // b.mini_batches * b.group_size
-            if rows % b.micro_batch_size:
+            if splits and rows % b.micro_batch_size:
                 raise ConfigError(
                     "batch.micro_batch_size",
                     f"({b.micro_batch_size}) must divide the rows of a mini-batch per process "
@@ -396,9 +409,10 @@ class TrainConfig:
             raise ConfigError(
                 "batch.update_mode", "'coupled' runs in a single process only; use 'decomposed'"
             )
-        if b.update_mode == "coupled" and b.micro_batch_size is not None:
+        if b.update_mode == "coupled" and splits:
             raise ConfigError(
-                "batch.micro_batch_size", "must be None with update_mode='coupled' (whole mini-batch)"
+                "batch.micro_batch_size",
+                f"must be None (or >= the {rows} rows of a mini-batch) with update_mode='coupled' (whole mini-batch)",
             )
         if o.lr < 0:
             raise ConfigError("optim.lr", f"must be >= 0; got {o.lr}")

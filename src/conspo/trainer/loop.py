@@ -49,6 +49,7 @@ from conspo.objectives import RolloutBatch
 from conspo.rewards import RewardFunction, build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
+from conspo.trainer.plan import check_context
 from conspo.trainer.rows import Rows, sequence_forward
 from conspo.trainer.run_folder import (
     RunFinished,
@@ -209,6 +210,8 @@ class Trainer:
         _seed_everything(cfg.seed)
         self.device = self.dist.device
         self.objective = cfg.build_objective()
+        # Read and validate the problems before the run folder and any model (ConfigError naming data.*).
+        self.train_problems, self.eval_problems = load_run_problems(cfg)
         self.run_dir = resolve_run_dir(cfg, self.dist, resume)
         self.overwrite = overwrite
         self._lock = RunFolderLock(self.run_dir)
@@ -219,7 +222,12 @@ class Trainer:
             if self.tokenizer.pad_token_id is not None
             else self.tokenizer.eos_token_id
         )
-        self.train_problems, self.eval_problems = load_run_problems(cfg)
+        # Prompt + completion must fit the model's positions, else generation runs on into garbage (ConfigError).
+        from conspo.eval.models import context_length
+
+        self.context = check_context(
+            cfg, context_length(self.model.config), self.tokenizer, self.train_problems, self.eval_problems
+        )
         self.eval_overlap = warn_train_eval_overlap(
             self.train_problems, self.eval_problems, self.dist.is_main
         )

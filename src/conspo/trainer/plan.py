@@ -9,16 +9,32 @@ The model's config is read from a local folder or the Hugging Face cache first. 
 model is one the paper's recipes use, the config is built from :data:`PUBLISHED_SHAPES` (the published
 architecture shapes, so ``--dry-run`` gives a memory estimate offline and without a network round trip);
 any other hub id is then fetched from the hub.
+
+The plan also reads and validates ``data.train`` / ``data.eval`` (without downloading: a set only on the hub
+is noted, not read) and checks the model's context length: the longest rendered prompt plus
+``rollout.max_new_tokens`` (and ``eval.max_new_tokens``) must fit in ``max_position_embeddings``
+(:func:`check_context`, which the trainer runs again before its first generation). Either failure raises
+:class:`~conspo.config.ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from conspo.config import ConfigError
 from conspo.trainer.config import TESTBED, TrainConfig
 
-__all__ = ["PUBLISHED_SHAPES", "RunPlan", "build_plan", "format_plan", "published_config"]
+__all__ = [
+    "PUBLISHED_SHAPES",
+    "ContextCheck",
+    "RunPlan",
+    "build_plan",
+    "check_context",
+    "format_plan",
+    "published_config",
+]
 
 GiB = 1024**3
 
@@ -42,6 +58,79 @@ class RunPlan:
     memory_gib: float | None
     memory_breakdown: dict[str, float]
     note: str = ""
+    train_problems: int | None = None  # None: not read (only on the hub; the dry run downloads nothing)
+    eval_problems: int | None = None
+    data_notes: list[str] = field(default_factory=list)
+    context: ContextCheck | None = None  # None: no model config or tokenizer to check with offline
+
+
+@dataclass(frozen=True)
+class ContextCheck:
+    """The model's context length against the longest prompt plus the completion budget."""
+
+    context_length: int
+    longest_prompt: int  # tokens, over the training and held-out prompts checked
+    max_new_tokens: int  # the larger of rollout.max_new_tokens and the evaluation's
+
+    @property
+    def headroom(self) -> int:
+        return self.context_length - self.longest_prompt - self.max_new_tokens
+
+
+def check_context(
+    cfg: TrainConfig, context_length: int | None, tokenizer: Any, train: Sequence[Any], evals: Sequence[Any]
+) -> ContextCheck | None:
+    """Refuse, naming the field, a run whose prompts plus completions do not fit in the model's context.
+
+    A model asked for more positions than it was built for does not stop with an error: it generates on
+    (slowly, and into garbage) until ``max_new_tokens``. So the run stops here instead, before any generation.
+    Returns None when the context length is unknown (no ``max_position_embeddings`` in the config).
+    """
+    if context_length is None:
+        return None
+    from conspo.data import render_prompt
+    from conspo.eval.models import prompt_token_counts
+    from conspo.trainer.setup import prompt_template
+
+    template = prompt_template(cfg)
+    rollout_new = cfg.rollout.max_new_tokens
+    eval_new = cfg.eval.max_new_tokens or rollout_new
+    longest: dict[str, tuple[int, Any]] = {}
+    for key, problems in (("data.train", train), ("data.eval", evals)):
+        if problems:
+            counts = prompt_token_counts(
+                tokenizer, [render_prompt(p.problem, tokenizer, template) for p in problems]
+            )
+            worst = max(range(len(counts)), key=counts.__getitem__)
+            longest[key] = (counts[worst], problems[worst])
+            too_long = sum(c >= context_length for c in counts)
+            if too_long:
+                raise ConfigError(
+                    key,
+                    f"{too_long} of {len(counts)} prompts do not fit in the model's context of {context_length} "
+                    f"tokens on their own (longest: {counts[worst]} tokens, problem {problems[worst].id!r}, "
+                    f"template {template!r}); drop them from the data or use a model with a longer context",
+                )
+    for key, budget, data_key in (
+        ("rollout.max_new_tokens", rollout_new, "data.train"),
+        (
+            "eval.max_new_tokens" if cfg.eval.max_new_tokens else "rollout.max_new_tokens",
+            eval_new,
+            "data.eval",
+        ),
+    ):
+        if data_key not in longest:
+            continue
+        tokens, problem = longest[data_key]
+        if tokens + budget > context_length:
+            raise ConfigError(
+                key,
+                f"{budget} new tokens after the longest {data_key} prompt ({tokens} tokens, problem {problem.id!r}) "
+                f"exceed the model's context of {context_length} tokens (config.max_position_embeddings); set "
+                f"{key} <= {context_length - tokens}",
+            )
+    worst_prompt = max((t for t, _ in longest.values()), default=0)
+    return ContextCheck(context_length, worst_prompt, max(rollout_new, eval_new))
 
 
 @dataclass(frozen=True)
@@ -128,8 +217,8 @@ def _read_config(cfg: TrainConfig) -> tuple[Any, str]:
     return AutoConfig.from_pretrained(name, trust_remote_code=remote), ""
 
 
-def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, int | None, str]:
-    """(parameters, vocab, hidden, layers, note) from the config alone."""
+def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, int | None, str, Any]:
+    """(parameters, vocab, hidden, layers, note, the transformers config or None) from the config alone."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -155,6 +244,7 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
             getattr(text, "hidden_size", None),
             getattr(text, "num_hidden_layers", None),
             note,
+            None if note else config,  # a published shape's built config has no real context length
         )
     except Exception as e:  # offline, unknown architecture: the plan is still useful without memory
         return (
@@ -163,20 +253,56 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
             None,
             None,
             f"model config not readable ({type(e).__name__}: {e}); no memory estimate",
+            None,
         )
 
 
+def _offline_tokenizer(cfg: TrainConfig) -> Any | None:
+    """The run's tokenizer when it is at hand without a download (the testbed's is built), else None."""
+    if cfg.model.name_or_path == TESTBED and cfg.model.tokenizer is None:
+        from conspo.testbed.tokenizer import build_char_tokenizer
+
+        return build_char_tokenizer()
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(
+            cfg.model.tokenizer or cfg.model.name_or_path,
+            trust_remote_code=cfg.model.trust_remote_code,
+            local_files_only=True,
+        )
+    except Exception:  # not downloaded: the real run checks once it has the tokenizer
+        return None
+
+
 def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
-    """Validate ``cfg`` and work out the run's sizes (cheap: no weights are loaded)."""
+    """Validate ``cfg``, read and validate its data, check the context length and work out the run's sizes
+    (cheap: no weights are loaded, nothing is downloaded). Raises ConfigError naming the field."""
+    from conspo.eval.models import context_length
+    from conspo.trainer.setup import load_run_problems
+
     cfg.validate(num_processes)
     objective = cfg.build_objective()
+    data_notes: list[str] = []
+    train, evals = load_run_problems(cfg, notes=data_notes)
+    train_read = not any(n.startswith("data.train: not read") for n in data_notes)
     b = cfg.batch
     local_rows = b.prompts_per_step // num_processes * b.group_size
     mb_rows = local_rows // b.mini_batches
-    micro = b.micro_batch_size or mb_rows
+    micro = min(b.micro_batch_size or mb_rows, mb_rows)  # >= the mini-batch: one micro-batch
     needs_old = bool(getattr(objective, "needs_old_logps", False)) and b.mini_batches > 1
     needs_ref = bool(getattr(objective, "needs_ref_logps", False))
-    n, vocab, hidden, layers, note = _model_shape(cfg)
+    n, vocab, hidden, layers, note, model_config = _model_shape(cfg)
+    context = None
+    if model_config is not None:
+        tokenizer = _offline_tokenizer(cfg)
+        length = context_length(model_config)
+        if tokenizer is not None and length is not None:
+            context = check_context(cfg, length, tokenizer, train, evals)
+        elif length is not None:
+            data_notes.append(
+                f"context length {length} tokens; prompt lengths not checked (tokenizer not available offline)"
+            )
     breakdown: dict[str, float] = {}
     total = None
     if n is not None:
@@ -211,6 +337,10 @@ def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         memory_gib=total,
         memory_breakdown=breakdown,
         note=note,
+        train_problems=len(train) if train_read else None,
+        eval_problems=len(evals),
+        data_notes=data_notes,
+        context=context,
     )
 
 
@@ -227,6 +357,19 @@ def format_plan(plan: RunPlan) -> str:
         f"old log-probs        {'yes' if plan.needs_old_logps else 'no (on-policy)'}",
         f"reference model      {'yes' if plan.needs_ref_model else 'no'}",
     ]
+    train = "not read" if plan.train_problems is None else f"{plan.train_problems} problems"
+    lines.append(
+        f"data                 train: {train}, held-out: {plan.eval_problems} problems (read and valid)"
+    )
+    if plan.context is not None:
+        c = plan.context
+        lines.append(
+            f"context length       {c.context_length} tokens: longest prompt {c.longest_prompt} + up to "
+            f"{c.max_new_tokens} new = {c.longest_prompt + c.max_new_tokens} (fits, {c.headroom} to spare)"
+        )
+    else:
+        lines.append("context length       not checked (model config or tokenizer not available offline)")
+    lines += [f"note                 {n}" for n in plan.data_notes]
     if plan.num_parameters is not None:
         lines.append(f"parameters           {plan.num_parameters / 1e6:.2f}M (vocab {plan.vocab_size})")
     if plan.memory_gib is not None:

@@ -100,11 +100,60 @@ def prompt_template(cfg: TrainConfig) -> str:
     return "testbed" if cfg.data.train == TESTBED else "default"
 
 
-def load_run_problems(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
-    """(training problems, held-out problems) as ``conspo.data.Problem`` lists."""
+def _read_checked(
+    key: str, name: str, split: str | None, cfg: TrainConfig, limit: int | None, notes: list[str] | None
+) -> list[Any] | None:
+    """Problems of ``data.train`` / ``data.eval``; a ConfigError naming the field, in one line, when they do not
+    load; bad rows dropped (and counted in a warning) with ``data.on_error=skip``. With ``notes`` (the dry run)
+    nothing is downloaded: a hub-only set gives None and a note."""
+    from conspo.config import ConfigError
+    from conspo.data import DataError, NotLocalError, read_problems
+
+    try:
+        problems, report = read_problems(
+            name, split=split, data_dir=cfg.data.data_dir, limit=limit, allow_hub=notes is None
+        )
+    except NotLocalError as e:
+        notes.append(f"{key}: not read ({e})")  # type: ignore[union-attr]
+        return None
+    except DataError as e:
+        raise ConfigError(key, " ".join(str(e).split())) from None
+    except OSError as e:  # unreadable file (permissions, a device)
+        raise ConfigError(key, f"cannot read {name!r}: {e}") from None
+    if report.issues:
+        first = report.issues[0]
+        if cfg.data.on_error == "raise":
+            more = f" (and {report.skipped - 1} more)" if report.skipped > 1 else ""
+            raise ConfigError(
+                key,
+                f"{report.skipped} invalid row(s) in {name}; first: {first}{more}. Fix them, or set "
+                "data.on_error=skip to train without them",
+            )
+        message = (
+            f"{key}: skipped {report.skipped} invalid row(s) of {report.rows} in {name} "
+            f"(data.on_error=skip; first: {first})"
+        )
+        if notes is not None:
+            notes.append(message)
+        else:
+            logger.warning("%s", message)
+    return problems
+
+
+def load_run_problems(cfg: TrainConfig, notes: list[str] | None = None) -> tuple[list[Any], list[Any]]:
+    """(training problems, held-out problems) as ``conspo.data.Problem`` lists.
+
+    Reads and validates ``data.train`` and ``data.eval`` (cheap: no model); the trainer calls it before any
+    model loads and ``--dry-run`` calls it too. Raises :class:`~conspo.config.ConfigError` naming the field.
+    ``notes``: the dry run's mode: downloads nothing (a hub-only set comes back empty) and appends what it
+    skipped to the list instead of logging it.
+    """
+    from conspo.config import ConfigError
+
     d = cfg.data
     eval_n = cfg.eval.max_problems
     evals: list[Any] = []
+    train: list[Any] | None
     if d.train == TESTBED:
         from conspo.testbed import make_task
 
@@ -113,19 +162,16 @@ def load_run_problems(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
         if d.eval in (None, TESTBED):
             evals = task.eval_problems(eval_n or 64)
     else:
-        from conspo.data import load_problems
-
-        train = load_problems(d.train, split=d.split, data_dir=d.data_dir)
-        if d.max_train_problems is not None:
-            train = train[: d.max_train_problems]
+        # max_train_problems stops the read early: the first N valid problems of the file, as before.
+        train = _read_checked("data.train", d.train, d.split, cfg, d.max_train_problems, notes)
     if d.eval not in (None, TESTBED):
-        from conspo.data import load_problems
-
-        evals = load_problems(d.eval, split=d.eval_split, data_dir=d.data_dir)
+        evals = _read_checked("data.eval", d.eval, d.eval_split, cfg, eval_n, notes) or []
     if eval_n is not None:
         evals = evals[:eval_n]
+    if train is None:  # only on the hub, and the dry run downloads nothing
+        return [], evals
     if not train:
-        raise ValueError(f"data.train: {d.train!r} holds no problems")
+        raise ConfigError("data.train", f"{d.train!r} holds no problems")
     return train, evals
 
 
