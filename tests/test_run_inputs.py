@@ -117,7 +117,10 @@ def test_completions_longer_than_the_context_are_refused_naming_the_field(overri
 
 
 def test_prompts_longer_than_the_context_are_refused(tmp_path, capsys):
-    path = _jsonl(tmp_path / "long.jsonl", [{"id": "short", **GOOD}, {"id": "long", "problem": "x" * 300, "answer": "1"}])
+    path = _jsonl(
+        tmp_path / "long.jsonl",
+        [{"id": "short", **GOOD}, {"id": "long", "problem": "x" * 300, "answer": "1"}],
+    )
     assert main(["train", "--dry-run", f"data.train={path}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("conspo train: data.train: 1 of 2 prompts do not fit") and "'long'" in err

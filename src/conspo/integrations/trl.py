@@ -610,7 +610,8 @@ def conspo_config_from_train_config(
         )
     b = cfg.batch
     rows_per_mini_batch = b.prompts_per_step * b.group_size // (num_processes * b.mini_batches)
-    micro = min(b.micro_batch_size or rows_per_mini_batch, rows_per_mini_batch)  # larger: the whole mini-batch
+    # A micro-batch size at or above the mini-batch is one micro-batch (as conspo train reads it).
+    micro = min(b.micro_batch_size or rows_per_mini_batch, rows_per_mini_batch)
     accumulation = rows_per_mini_batch // micro
     dtype = {"auto": "float32"}.get(cfg.model.dtype, cfg.model.dtype)
     on_gpu = torch.cuda.is_available() and cfg.device != "cpu"
