@@ -158,6 +158,11 @@ def test_a_1mb_response_is_read_in_a_few_string_scans():
         # the fallback keeps a fraction whole instead of taking its denominator
         ("so $x = \\frac{1}{2}$.", "\\frac{1}{2}"),
         (
+            "We have $x=2$.\nPutting it together, we find $SRAC=LRAC$.",
+            "SRAC=LRAC",
+        ),  # math alone on the last line
+        ("the value 5 works for every $n$.", "5"),
+        (
             "Answer: we need the number of ways to choose them. There are 7 ways.",
             "7",
         ),  # a sentence, not an answer

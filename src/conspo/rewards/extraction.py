@@ -80,6 +80,7 @@ _SENTENCE_END_RE = re.compile(
     re.IGNORECASE,
 )
 _NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+_ASSIGNED_OR_ARITH_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?|[\d\s+\-*/().^]+|\\[a-zA-Z]+")
 _TAIL_CHARS = 2000  # the fallback reads only the tail: a final number sits near the end
 
 
@@ -365,22 +366,34 @@ def _from_anchors(judged: str) -> str | None:
     return None
 
 
+def _span_value(content: str) -> str | None:
+    """A math span read as an answer: ``x = \\frac12`` and ``2+3=5`` give the right side."""
+    if "=" in content:
+        left, right = content.rsplit("=", 1)
+        if right.strip() and _ASSIGNED_OR_ARITH_RE.fullmatch(left.strip()):
+            content = right
+    return _clean(content)
+
+
 def _last_number_or_math(judged: str) -> str | None:
-    """The fallback: the last number in the tail, or the whole last math span when it holds that number."""
+    """The fallback: the last number in the tail, or the whole math span that holds it; or the math
+    span alone on the last line ("we find $SRAC=LRAC$." after numbers on earlier lines)."""
     tail = judged[-_TAIL_CHARS:]
     cut = tail.find("\n") if len(judged) > _TAIL_CHARS else -1
     if 0 <= cut < len(tail) // 2:  # start on a line boundary, so math spans pair up
         tail = tail[cut + 1 :]
     numbers = list(_NUMBER_RE.finditer(tail))
+    spans = _math_spans(tail)
+    last_line = tail.rstrip().rfind("\n") + 1
+    if spans and spans[-1][0] >= last_line and (not numbers or numbers[-1].end() <= last_line):
+        return _span_value(spans[-1][2].strip())
     if not numbers:
         return None
     last = numbers[-1]
     # The math span around the last number: "so $x = \\frac{1}{2}$." gives \\frac{1}{2}, not 2.
-    for start, end, content in reversed(_math_spans(tail)):
+    for start, end, content in reversed(spans):
         if start < last.start() and last.end() <= end:
-            if "=" in content:
-                content = content.rsplit("=", 1)[1]
-            return _clean(content)
+            return _span_value(content.strip())
         if end <= last.start():
             break
     return last.group()
