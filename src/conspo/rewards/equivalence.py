@@ -188,7 +188,12 @@ def normalize_answer(answer: str) -> str:
     if len(approx) == 2 and approx[1].strip():
         # "x \\approx 1.6" is 1.6; "\\frac{1}{3} \\approx 0.33" is the exact value on the left.
         left = approx[0].strip()
-        s = approx[1].strip() if not left or re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?", left) else left
+        if left in ("", "+", "-"):  # "\\approx 8.24", "-\\approx 8.24"
+            s = left.lstrip("+") + approx[1].strip()
+        elif re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?", left):
+            s = approx[1].strip()
+        else:
+            s = left
     # A "x = 5" answer to "find x" keeps its value only when the left side is a single letter.
     assign = _ASSIGN_RE.match(s)
     if assign and "," not in s:
