@@ -299,11 +299,12 @@ def test_a_signal_finishes_the_step_keeps_a_checkpoint_and_says_how_to_resume(tm
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_aborts_at_once(tmp_path, random_policy):
-    # 200-token completions: a step takes long enough that the second Ctrl-C lands inside it.
-    proc = _start(tmp_path, random_policy, "rollout.max_new_tokens=200", "checkpoint.every=1")
+    # 120-token completions (the tiny policy's context is 128): a step lasts long enough that the second
+    # Ctrl-C lands inside it.
+    proc = _start(tmp_path, random_policy, "rollout.max_new_tokens=120", "checkpoint.every=1")
     _wait_for_steps(tmp_path, proc, 2)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
