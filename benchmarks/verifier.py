@@ -1,6 +1,7 @@
 """Verifier throughput: ``MathVerifier`` against calling math-verify directly in one process.
 
     .venv/bin/python benchmarks/verifier.py [--n 2000] [--workers 2] [--batch 512] [--data-dir ../shared/data]
+    .venv/bin/python benchmarks/verifier.py --timeouts   # what a hung check costs beyond its timeout
 
 Builds ``--n`` realistic responses from the gold answers in ``../shared/data`` (a reasoning text from
 the reference solution or the problem, ending in a boxed answer; half correct, some of those in an
@@ -220,6 +221,31 @@ def extraction_timing(repeats: int = 20) -> None:
         print(f"| {name} | {1000 * statistics.median(times):.2f} |")
 
 
+def timeout_cost(workers: int, timeout: float, repeats: int = 5) -> None:
+    """What a hung check costs beyond its timeout: the kill, the replacement worker, the next verdict.
+
+    The tests only tell "the timeout fired" from "it hung" (with a minute of margin for a loaded machine);
+    this measures the latency itself. A GIL-holding power tower is the hang.
+    """
+    print(f"\na check that hangs (9^(9^(9^9))), timeout {timeout:.1f}s, {workers} workers, {repeats} times")
+    print("| | median | max |")
+    print("|---|---|---|")
+    over, nxt = [], []
+    with MathVerifier(num_workers=workers, timeout=timeout) as verifier:
+        verifier.start()
+        verifier.verify("\\boxed{y=2x+1}", "2x+1=y")  # warm
+        for _ in range(repeats):
+            start = time.perf_counter()
+            verdict = verifier.verify("\\boxed{9^{9^{9^{9}}}}", "1")
+            over.append(time.perf_counter() - start - timeout)
+            assert verdict.reason == "timeout", verdict
+            start = time.perf_counter()
+            verifier.verify("\\boxed{y=2x+1}", "2x+1=y")  # needs a worker: the replacement
+            nxt.append(time.perf_counter() - start)
+    for name, values in (("verdict after the timeout (s)", over), ("next check on the new worker (s)", nxt)):
+        print(f"| {name} | {statistics.median(values):.3f} | {max(values):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="responses to verify")
@@ -233,7 +259,15 @@ def main() -> None:
     parser.add_argument(
         "--formats-only", action="store_true", help="only the per-format table and the 1 MB extraction timing"
     )
+    parser.add_argument(
+        "--timeouts",
+        action="store_true",
+        help="only the cost of a hung check (kill, replacement, next verdict)",
+    )
     args = parser.parse_args()
+    if args.timeouts:
+        timeout_cost(args.workers, min(args.timeout, 1.0))
+        return
     if args.formats_only:
         format_table(args.data_dir, args.workers, args.timeout)
         extraction_timing()

@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
     equivalence._math_verify()  # every forked worker inherits the imports and warm caches
     equivalence.symbolic_equivalence("\\frac{1}{2}", "0.5")
+    # An equation's first check imports and builds what the warm-up above does not: 0.5 s in every fresh
+    # worker otherwise, e.g. each replacement after a timeout (benchmarks/verifier.py --timeouts).
+    equivalence.symbolic_equivalence("y=2x+1", "2x+1=y")
     if init.get("custom_verifier"):
         with contextlib.suppress(Exception):  # reported per item by the worker that needs it
             load_callable(init["custom_verifier"])
