@@ -43,7 +43,8 @@ from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer import grpo_trainer as _grpo_module
 
-from conspo.objectives import RolloutBatch, get_objective, objective_class
+from conspo.objectives import ConSPO, RolloutBatch, get_objective, hyperparameter_field, objective_class
+from conspo.objectives.conspo import MarginKind
 
 if TYPE_CHECKING:
     from conspo.trainer.config import TrainConfig
@@ -104,6 +105,8 @@ _FORWARD_KEYS = (
     "image_position_ids",
 )
 _MODES = ("decomposed", "coupled")
+CONSPO_OPTIONS = ("tau", "margin", "margin_max", "margin_warmup")
+"""ConSPO hyperparameters that are ``ConSPOConfig`` fields of their own (the rest go in ``objective_kwargs``)."""
 
 
 def check_trl_internals() -> None:
@@ -160,18 +163,11 @@ class ConSPOConfig(GRPOConfig):
         default="conspo",
         metadata={"help": "Registered conspo objective to train with (`conspo.objectives.get_objective`)."},
     )
-    tau: float = field(default=10.0, metadata={"help": "InfoNCE temperature tau (paper: 10)."})
-    margin: str = field(
-        default="cosine",
-        metadata={"help": "Margin schedule: 'cosine' (half-cosine warm-up, Sec. 4.3), 'fixed' or 'none'."},
-    )
-    margin_max: float = field(
-        default=0.01, metadata={"help": "Target margin M, in nats per token (paper: 0.01)."}
-    )
-    margin_warmup: float = field(
-        default=0.3,
-        metadata={"help": "Fraction alpha of training over which the margin rises to M (paper: 0.3)."},
-    )
+    # ConSPO's own options: default and help from `dataclasses.fields(ConSPO)` (see CONSPO_OPTIONS).
+    tau: float = hyperparameter_field(ConSPO, "tau")
+    margin: MarginKind = hyperparameter_field(ConSPO, "margin")
+    margin_max: float = hyperparameter_field(ConSPO, "margin_max")
+    margin_warmup: float = hyperparameter_field(ConSPO, "margin_warmup")
     objective_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
@@ -257,13 +253,7 @@ class ConSPOConfig(GRPOConfig):
         """The conspo objective these options describe."""
         kwargs = dict(self.objective_kwargs or {})
         if self.objective == "conspo":
-            kwargs = {
-                "tau": self.tau,
-                "margin": self.margin,
-                "margin_max": self.margin_max,
-                "margin_warmup": self.margin_warmup,
-                **kwargs,
-            }
+            kwargs = {name: getattr(self, name) for name in CONSPO_OPTIONS} | kwargs
         return get_objective(self.objective, **kwargs)
 
 
@@ -480,8 +470,6 @@ def _shuffle_groups(batch: dict[str, Any], group_size: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------
 # A `conspo train` config (TrainConfig, e.g. a recipe) as a ConSPOConfig
 
-_CONSPO_FIELDS = ("tau", "margin", "margin_max", "margin_warmup")
-
 # Keys: TrainConfig fields (dotted, comma-separated; "section.*" = every field of a section).
 TRAIN_CONFIG_MAPPING: dict[str, str] = {
     "steps": "max_steps = steps x batch.mini_batches (TRL counts optimizer steps)",
@@ -576,7 +564,7 @@ def _objective_options(cfg: TrainConfig) -> dict[str, Any]:
     options: dict[str, Any] = {"objective": cfg.objective.name}
     if cfg.objective.name == "conspo":
         defaults = {f.name: f.default for f in dataclasses.fields(objective_class("conspo"))}
-        for key in _CONSPO_FIELDS:  # the objective's own defaults, which a recipe may leave out
+        for key in CONSPO_OPTIONS:  # the objective's own defaults, which a recipe may leave out
             options[key] = params.pop(key, defaults[key])
     options["objective_kwargs"] = params or None
     return options

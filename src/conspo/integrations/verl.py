@@ -31,13 +31,14 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import agg_loss, register_adv_est, register_policy_loss
 
-from conspo.objectives import RolloutBatch, ScoreObjective, get_objective
+from conspo.objectives import ConSPO, RolloutBatch, ScoreObjective, get_objective, hyperparameter_field
+from conspo.objectives.conspo import MarginKind
 
 __all__ = [
     "TESTED_VERL_VERSIONS",
@@ -59,22 +60,23 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------- options
 
 
+CONSPO_OPTIONS = ("tau", "margin", "margin_max", "margin_warmup", "credit")
+"""The :class:`ConSPO` hyperparameters ``algorithm.conspo`` sets (``credit`` = ``credit_kind``)."""
+
+
 @dataclass(frozen=True)
 class VerlConSPOOptions:
     """ConSPO's options in verl, read from the ``algorithm.conspo`` mapping (all optional)."""
 
     objective: str = "conspo"
     """Registered score objective on log-prob scores (``conspo`` today; ratio objectives are refused)."""
-    tau: float = 10.0
-    """InfoNCE temperature tau (paper: 10)."""
-    margin: str = "cosine"
-    """Margin schedule: 'cosine' (paper), 'fixed' or 'none'."""
-    margin_max: float = 0.01
-    """Target margin M in nats per token (paper: 0.01)."""
-    margin_warmup: float = 0.3
-    """Fraction alpha of training over which the margin rises to M (paper: 0.3)."""
-    credit: str = "infonce"
-    """'infonce' (Eq. 13) or 'linear' (Table 6 ablation)."""
+    # ConSPO's own options: default and help from `dataclasses.fields(ConSPO)`, so they cannot drift.
+    tau: float = hyperparameter_field(ConSPO, "tau")
+    margin: MarginKind = hyperparameter_field(ConSPO, "margin")
+    margin_max: float = hyperparameter_field(ConSPO, "margin_max")
+    margin_warmup: float = hyperparameter_field(ConSPO, "margin_warmup")
+    credit: Literal["infonce", "linear"] = hyperparameter_field(ConSPO, "credit")
+    """``credit_kind`` of :class:`ConSPO` (its alias)."""
     label_threshold: float = 0.5
     """A rollout is positive when its summed token-level reward is > this (INFERRED; works for 1/0 and +-1)."""
 
@@ -96,14 +98,7 @@ class VerlConSPOOptions:
         if self.objective != "conspo":
             objective = get_objective(self.objective)
         else:
-            objective = get_objective(
-                "conspo",
-                tau=self.tau,
-                margin=self.margin,
-                margin_max=self.margin_max,
-                margin_warmup=self.margin_warmup,
-                credit=self.credit,
-            )
+            objective = get_objective("conspo", **{name: getattr(self, name) for name in CONSPO_OPTIONS})
         if not isinstance(objective, ScoreObjective) or objective.needs_old_logps:
             raise ValueError(
                 f"algorithm.conspo.objective={self.objective!r}: the verl plugin needs a score objective on "

@@ -21,30 +21,31 @@ from __future__ import annotations
 from .analysis import grpo_discriminative_form
 from .base import Objective, RatioObjective, ScoreObjective
 from .batch import Credit, LossOutput, RolloutBatch
-from .conspo import ConSPO
-from .credits import (
-    autograd_credit,
-    grpo_advantages,
-    grpo_credit,
+from .conspo import (
+    ConSPO,
     infonce_credit,
     infonce_objective,
     linear_credit,
     linear_objective,
+    margin_schedule,
 )
+from .credits import autograd_credit, grpo_advantages, grpo_credit
 from .disco import DisCO
 from .groups import (
     GroupIndex,
     check_whole_groups,
     group_index,
+    mean_over_valid,
+    score_gap,
     segment_logsumexp,
     segment_max,
     segment_mean,
     segment_sum,
 )
-from .grpo import DAPO, GRPO, DrGRPO, clipped_surrogate, overlong_reward_penalty
-from .margins import margin_schedule
+from .grpo import DAPO, GRPO, DrGRPO, overlong_reward_penalty
 from .registry import (
     get_objective,
+    hyperparameter_field,
     list_objectives,
     objective_class,
     parse_objective_spec,
@@ -54,6 +55,7 @@ from .scores import (
     clipped_ratio_score,
     k3_kl,
     likelihood_ratio_score,
+    masked_fraction,
     masked_token_mean,
     masked_token_sum,
     response_lengths,
@@ -62,6 +64,7 @@ from .scores import (
 )
 from .sequence_ratio import GMPO, GSPO
 from .soft_clip import CISPO, SAPO
+from .surrogate import clipped_surrogate
 
 __all__ = [
     "CISPO",
@@ -89,6 +92,7 @@ __all__ = [
     "grpo_advantages",
     "grpo_credit",
     "grpo_discriminative_form",
+    "hyperparameter_field",
     "infonce_credit",
     "infonce_objective",
     "k3_kl",
@@ -97,13 +101,16 @@ __all__ = [
     "linear_objective",
     "list_objectives",
     "margin_schedule",
+    "masked_fraction",
     "masked_token_mean",
     "masked_token_sum",
+    "mean_over_valid",
     "objective_class",
     "overlong_reward_penalty",
     "parse_objective_spec",
     "register_objective",
     "response_lengths",
+    "score_gap",
     "segment_logsumexp",
     "segment_max",
     "segment_mean",

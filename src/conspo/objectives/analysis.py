@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .batch import RolloutBatch
-from .groups import group_index, segment_sum
+from .groups import group_index, score_gap
 from .scores import clipped_ratio_score
 
 __all__ = ["grpo_discriminative_form"]
@@ -25,13 +25,6 @@ def grpo_discriminative_form(batch: RolloutBatch, clip_eps: float = 0.2) -> tupl
     scores = clipped_ratio_score(
         batch.token_logps, batch.old_token_logps, batch.mask, batch.labels == 1, clip_eps
     )
-    zero = torch.zeros_like(scores)
-    pos = segment_sum(torch.where(gi.is_pos, scores, zero), gi.inverse, gi.num_groups) / gi.num_pos.clamp(
-        min=1
-    )
-    neg = segment_sum(torch.where(gi.is_neg, scores, zero), gi.inverse, gi.num_groups) / gi.num_neg.clamp(
-        min=1
-    )
     pass_rate = gi.num_pos / gi.size.clamp(min=1)
-    value = torch.sqrt(pass_rate * (1.0 - pass_rate)) * (pos - neg)
-    return torch.where(gi.valid, value, torch.zeros_like(value)), unique_ids
+    value = torch.sqrt(pass_rate * (1.0 - pass_rate)) * score_gap(scores, gi)
+    return value, unique_ids

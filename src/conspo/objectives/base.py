@@ -24,7 +24,7 @@ import torch
 
 from .batch import Credit, LossOutput, RolloutBatch
 from .credits import autograd_credit, grpo_advantages
-from .groups import GroupIndex, group_index, segment_sum
+from .groups import GroupIndex, group_index, mean_over_valid, score_gap, segment_sum
 from .scores import k3_kl, masked_token_mean, masked_token_sum, response_lengths, sequence_logprob_score
 
 __all__ = [
@@ -75,19 +75,10 @@ def _group_metrics(batch: RolloutBatch, gi: GroupIndex) -> dict[str, torch.Tenso
     """Batch-level diagnostics every objective reports (computed without grad)."""
     with torch.no_grad():
         s = sequence_logprob_score(batch.token_logps.detach(), batch.mask)
-        zero = torch.zeros_like(s)
-        pos = segment_sum(torch.where(gi.is_pos, s, zero), gi.inverse, gi.num_groups) / gi.num_pos.clamp(
-            min=1
-        )
-        neg = segment_sum(torch.where(gi.is_neg, s, zero), gi.inverse, gi.num_groups) / gi.num_neg.clamp(
-            min=1
-        )
-        num_valid = gi.num_valid
-        gap = torch.where(gi.valid, pos - neg, torch.zeros_like(pos)).sum() / num_valid.clamp(min=1)
         return {
-            "groups/valid_frac": num_valid / max(gi.num_groups, 1),
-            "groups/num_valid": num_valid,
-            "scores/logprob_gap": gap,
+            "groups/valid_frac": gi.num_valid / max(gi.num_groups, 1),
+            "groups/num_valid": gi.num_valid,
+            "scores/logprob_gap": mean_over_valid(score_gap(s, gi), gi),
         }
 
 

@@ -9,8 +9,7 @@ import torch
 
 from .base import NormalizeOver, ScoreObjective, check_choice, check_range, counted_rows
 from .batch import Credit, LossOutput, RolloutBatch
-from .credits import linear_objective
-from .groups import GroupIndex, group_index, segment_logsumexp, segment_sum
+from .groups import GroupIndex, group_index, score_gap, segment_logsumexp, segment_sum
 from .registry import register_objective
 from .scores import (
     likelihood_ratio_score,
@@ -126,7 +125,7 @@ class DisCO(ScoreObjective):
 
     def group_objective(self, scores: torch.Tensor, gi: GroupIndex, progress: float) -> torch.Tensor:
         if self.negatives == "mean":
-            return linear_objective(scores, gi)
+            return score_gap(scores, gi)
         zero = torch.zeros_like(scores)
         pos_mean = segment_sum(
             torch.where(gi.is_pos, scores, zero), gi.inverse, gi.num_groups

@@ -14,6 +14,8 @@ __all__ = [
     "GroupIndex",
     "check_whole_groups",
     "group_index",
+    "mean_over_valid",
+    "score_gap",
     "segment_logsumexp",
     "segment_max",
     "segment_mean",
@@ -107,6 +109,25 @@ def group_index(group_ids: torch.Tensor, labels: torch.Tensor) -> GroupIndex:
         is_pos=(labels == 1) & row_group_valid,
         is_neg=(labels == 0) & row_group_valid,
     )
+
+
+def score_gap(scores: torch.Tensor, gi: GroupIndex, margin: float = 0.0) -> torch.Tensor:
+    """[num_groups]: mean_{i in P} (s_i - margin) - mean_{j in N} s_j per valid group, 0 for invalid ones.
+
+    The one place the positive-minus-negative score gap is computed: the linear credit's objective (Table 6),
+    DisCO-b, GRPO's discriminative form (Eq. 7) and the `scores/logprob_gap` metrics all read it.
+    """
+    pos = segment_sum(
+        torch.where(gi.is_pos, scores - margin, torch.zeros_like(scores)), gi.inverse, gi.num_groups
+    )
+    neg = segment_sum(torch.where(gi.is_neg, scores, torch.zeros_like(scores)), gi.inverse, gi.num_groups)
+    gap = pos / gi.num_pos.clamp(min=1) - neg / gi.num_neg.clamp(min=1)
+    return torch.where(gi.valid, gap, torch.zeros_like(gap))
+
+
+def mean_over_valid(per_group: torch.Tensor, gi: GroupIndex) -> torch.Tensor:
+    """0-dim: the mean of a [num_groups] statistic over the valid groups (0 when there is none)."""
+    return torch.where(gi.valid, per_group, torch.zeros_like(per_group)).sum() / gi.num_valid.clamp(min=1)
 
 
 def check_whole_groups(group_ids: torch.Tensor, group_size: int) -> None:

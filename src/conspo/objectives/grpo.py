@@ -15,43 +15,10 @@ from .base import RatioObjective, check_range
 from .batch import RolloutBatch
 from .groups import GroupIndex
 from .registry import register_objective
-from .scores import masked_token_sum, token_log_ratio
+from .scores import masked_fraction, masked_token_sum, token_log_ratio
+from .surrogate import clipped_surrogate
 
-__all__ = ["DAPO", "GRPO", "DrGRPO", "clipped_surrogate", "masked_fraction", "overlong_reward_penalty"]
-
-
-def masked_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Fraction of real tokens where `flags` holds (0-dim, detached)."""
-    mask = mask if mask.dtype == torch.bool else mask != 0
-    return ((flags & mask).sum().float() / mask.sum().clamp(min=1).float()).detach()
-
-
-def clipped_surrogate(
-    ratio: torch.Tensor,
-    advantages: torch.Tensor,
-    eps_low: float,
-    eps_high: float,
-    delta: float | None = None,
-    clip_ratio_c: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's f(rho, A) = min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) (Eq. 3) and the clipped-token flags.
-
-    `delta` (two-sided GRPO, INTELLECT-2; TRL's `delta`): the unclipped branch uses min(rho, delta), so
-    f = min(min(rho, delta) A, clip(rho) A) and a negative-advantage token's ratio is capped at delta.
-    `clip_ratio_c` (dual-clip PPO, Ye et al. 2020; verl's `clip_ratio_c`): where A < 0, f = max(f, c A).
-    `advantages` broadcasts against `ratio` ([B, 1] against [B, T], or [B] against [B]).
-    """
-    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-    unclipped = ratio if delta is None else ratio.clamp(max=delta)
-    value = torch.minimum(unclipped * advantages, clipped * advantages)
-    negative = advantages < 0
-    is_clipped = ((ratio > 1.0 + eps_high) & (advantages > 0)) | ((ratio < 1.0 - eps_low) & negative)
-    if delta is not None:
-        is_clipped = is_clipped | (negative & (ratio > delta))
-    if clip_ratio_c is not None:
-        value = torch.where(negative, torch.maximum(value, clip_ratio_c * advantages), value)
-        is_clipped = is_clipped | (negative & (ratio > clip_ratio_c))
-    return value, is_clipped
+__all__ = ["DAPO", "GRPO", "DrGRPO", "overlong_reward_penalty"]
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 `get_objective` takes a name and hyperparameters, or a spec string `"name:key=value,key=value"` whose
 values are coerced to each field's declared type (the form `conspo compare` uses).
+
+The built-in objectives register themselves when `conspo.objectives` (the package) imports their modules;
+this module imports none of them, so the registry sits below every objective in the import graph.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from .base import Objective
 
 __all__ = [
     "get_objective",
+    "hyperparameter_field",
     "list_objectives",
     "objective_class",
     "parse_objective_spec",
@@ -43,13 +47,11 @@ def register_objective(name: str) -> Callable[[T], T]:
 
 def list_objectives() -> list[str]:
     """Registered objective names, sorted."""
-    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def objective_class(name: str) -> type[Objective]:
     """The class registered under `name`; unknown names raise ValueError listing the valid ones."""
-    _load_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown objective {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -144,12 +146,18 @@ def _valid_names(cls: type[Objective]) -> str:
     return ", ".join(names + aliases)
 
 
-_LOADED = False
+def hyperparameter_field(objective: str | type[Objective], name: str) -> Any:
+    """A `dataclasses.field` with the default and help of `objective`'s hyperparameter `name` (or alias).
 
-
-def _load_builtins() -> None:
-    # The built-in objectives register themselves on import; importing them lazily avoids a cycle.
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from . import conspo, disco, grpo, sequence_ratio, soft_clip  # noqa: F401
+    Framework configs that expose an objective's options (TRL's `ConSPOConfig`, verl's `algorithm.conspo`)
+    declare them with this, so their defaults and help are the objective's own and cannot drift.
+    """
+    cls = objective_class(objective) if isinstance(objective, str) else objective
+    key = cls.aliases.get(name, name)
+    fields = _hyperparameter_fields(cls)
+    if key not in fields:
+        raise ValueError(f"{cls.name}: no hyperparameter {name!r}; valid: {_valid_names(cls)}")
+    source = fields[key]
+    if source.default is dataclasses.MISSING:
+        raise ValueError(f"{cls.name}.{key} has no plain default to copy")
+    return dataclasses.field(default=source.default, metadata={"help": source.metadata.get("help", "")})

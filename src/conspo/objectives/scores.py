@@ -13,6 +13,7 @@ __all__ = [
     "clipped_ratio_score",
     "k3_kl",
     "likelihood_ratio_score",
+    "masked_fraction",
     "masked_token_mean",
     "masked_token_sum",
     "response_lengths",
@@ -50,6 +51,12 @@ def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_token_sum(values, mask) / response_lengths(mask).clamp(min=1).to(
         at_least_fp32(values).dtype
     )
+
+
+def masked_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of real tokens where `flags` holds (0-dim, detached)."""
+    mask = _bool_mask(mask)
+    return ((flags & mask).sum().float() / mask.sum().clamp(min=1).float()).detach()
 
 
 def sequence_logprob_score(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,9 @@ import torch
 
 from .base import RatioObjective, check_range
 from .batch import RolloutBatch
-from .grpo import clipped_surrogate, masked_fraction
 from .registry import register_objective
-from .scores import masked_token_mean, token_log_ratio
+from .scores import masked_fraction, masked_token_mean, token_log_ratio
+from .surrogate import clipped_surrogate
 
 __all__ = ["GMPO", "GSPO"]
 

@@ -9,9 +9,8 @@ import torch
 
 from .base import RatioObjective, check_range
 from .batch import RolloutBatch
-from .grpo import masked_fraction
 from .registry import register_objective
-from .scores import at_least_fp32, token_log_ratio
+from .scores import at_least_fp32, masked_fraction, token_log_ratio
 
 __all__ = ["CISPO", "SAPO"]
 
