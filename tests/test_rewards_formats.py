@@ -271,11 +271,13 @@ def build_cases(data_dir: Path, seed: int = 12) -> list[Case]:
 
     # -- currency --
     def currency(ans: str, r: random.Random) -> str:
+        cents = ans if "." in ans else ans + ".00"
         return r.choice(
             [
                 f"{WORK}\nThe answer is $\\${ans}$.",
+                f"{WORK}\nThe answer is $\\${cents}$.",
                 f"{WORK}\nThe answer is ${ans}.",
-                f"{WORK}\nThe answer is \\${ans}.00.",
+                f"{WORK}\nThe answer is \\${cents}.",
                 f"{WORK}\n**Answer:** \\${ans}",
                 f"{WORK}\n\\boxed{{\\${ans}}}",
                 f"{WORK}\nThe answer is {ans} dollars.",
@@ -491,3 +493,29 @@ def test_format(fmt, cases, verdicts):
         if not ok:
             wrong.append(f"gold={gold!r} response={response[-70:]!r} -> {verdict}")
     assert not wrong, f"{len(wrong)} {fmt} pairs misjudged:\n" + "\n".join(wrong)
+
+
+# The rows of issue 12's table and its wrong acceptances, on real golds (MATH-500 ids), end to end
+# through one pool: each was misjudged before the fix.
+ISSUE_ROWS = [
+    ("test/algebra/276.json", "Final Answer: The final answer is $12$. I hope it is correct.", True),
+    ("test/counting_and_probability/282.json", "**Answer:** $\\frac{1}{2}$", True),
+    ("test/algebra/276.json", "The answer is $\\$12.00$.", True),
+    ("test/geometry/248.json", "\\boxed{5 \\text{ m/s}}", True),
+    ("2025-HMMT-Feb-10", "\\boxed{\\frac{-1\\pm\\sqrt{17}}{2}}", True),
+    ("test/algebra/276.json", "\\boxed{12.00001}", False),
+    ("test/algebra/276.json", "\\boxed{12.5}", False),
+    ("test/algebra/276.json", "\\boxed{1\x002}", False),
+    ("test/geometry/248.json", "\\boxed{" + "+".join(["x"] * 3000) + "}", False),
+]
+
+
+def test_issue_rows(shared_data_dir):
+    golds = {}
+    for name in ("math500", "hmmt_feb25"):
+        golds.update({r["id"]: r["answer"] for r in _load(shared_data_dir, name)})
+    with MathVerifier(num_workers=1, timeout=10.0) as verifier:
+        verdicts = verifier.verify_batch([r[1] for r in ISSUE_ROWS], [golds[r[0]] for r in ISSUE_ROWS])
+    for (row_id, response, expected), verdict in zip(ISSUE_ROWS, verdicts):
+        assert verdict.correct is expected, (golds[row_id], response[:80], verdict)
+    assert verdicts[-1].reason == Reason.TOO_LONG
