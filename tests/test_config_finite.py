@@ -150,3 +150,12 @@ def test_max_train_problems_must_be_positive(value):
     with pytest.raises(ConfigError) as info:
         load_config(TrainConfig, None, [f"data.max_train_problems={value}"])
     assert info.value.field == "data.max_train_problems"
+
+
+@pytest.mark.parametrize("target", ["nan", "inf", "1.5", "-0.1"])
+def test_compare_target_must_be_a_finite_accuracy(target, capsys):
+    from conspo.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--target", target, "--report-only", "--out", "/nonexistent"])
+    assert info.value.code == 2 and "--target" in capsys.readouterr().err

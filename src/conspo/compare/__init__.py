@@ -38,6 +38,17 @@ from typing import Any
 
 from conspo.compare.specs import ABLATIONS, parse_objective_list, parse_seeds
 
+
+def _accuracy(text: str) -> float:
+    """--target: an accuracy in [0, 1] (NaN would silently leave every 'steps to target' empty)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"expected a finite accuracy in [0, 1], got {text!r}")
+    return value
+
 __all__ = ["add_arguments", "build_runs", "run"]
 
 MANIFEST = "compare.json"
@@ -87,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target",
-        type=float,
+        type=_accuracy,
         default=None,
         help="held-out accuracy for 'steps to target' (default: halfway from the initial accuracy to the best "
         "objective's final accuracy)",
