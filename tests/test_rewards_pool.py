@@ -286,7 +286,7 @@ def _cpu_seconds(pid: int) -> float:
     ids=["sigkill", "sigterm", "sigkill-long-timeout"],
 )
 def test_no_orphan_when_parent_is_killed_during_a_gil_holding_check(sig, timeout):
-    """The issue's command as given, and with a 600 s timeout: there the CPU-time backstop (timeout + 2 s)
+    """The issue's command as given, and with a 600 s timeout: there the CPU-time backstop (timeout x cores + 2 s)
     cannot be what stops the worker within the 10 s we wait, only the kill on the parent's death."""
     code = _TOWER if timeout is None else _TOWER.replace("num_workers=2", f"num_workers=2, timeout={timeout}")
     proc = subprocess.Popen(

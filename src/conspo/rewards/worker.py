@@ -16,8 +16,8 @@ No process outlives its parent, even one stuck in C code that holds the GIL (a b
 never lets a watchdog thread run): on Linux each worker asks the kernel for SIGKILL when the zygote
 exits (``PR_SET_PDEATHSIG``), and so does the zygote for the trainer when it was started from the
 trainer's main thread; the zygote also polls its parent twice a second and SIGKILLs the workers it
-forked on its way out (every OS), and each check runs under an ``RLIMIT_CPU`` backstop a little
-above the wall-clock timeout.
+forked on its way out (every OS), and each check runs under an ``RLIMIT_CPU`` backstop above what
+it can use within the wall-clock timeout.
 """
 
 from __future__ import annotations
@@ -92,16 +92,18 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
 def _limit_cpu(timeout: float | None) -> None:
     """A CPU-seconds ceiling for the next check: the kernel stops a runaway check with SIGXCPU.
 
-    Set a little above the wall-clock timeout (CPU time of one thread never exceeds wall time), so
-    it only fires when the parent failed to kill the worker at the deadline (e.g. it is stopped).
+    Set a little above what a check can use within the wall-clock timeout (timeout x the cores this
+    process may run on: a custom verifier may use threads), so it only fires when the parent failed to
+    kill the worker at the deadline (e.g. the parent is stopped).
     """
     if not timeout:
         return
     try:
         import resource
 
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        soft = math.ceil(usage.ru_utime + usage.ru_stime + timeout) + _CPU_LIMIT_SLACK_S
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + timeout * max(1, cores)) + _CPU_LIMIT_SLACK_S
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         if hard == resource.RLIM_INFINITY or soft <= hard:
             resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
