@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from conspo.testbed import make_task
-from conspo.testbed.config import DEFAULT_SLIP_RATE, DEFAULT_STEPS, WarmStartConfig
+from conspo.testbed.config import DEFAULT_STEPS, WarmStartConfig
 from conspo.testbed.tasks import DEFAULT_DIFFICULTY, VARCHAIN_SLIPS
 
 TOTALS = re.compile(r"^(-?\d+(?:,-?\d+)*) \\boxed\{(-?\d+)\}$")
@@ -33,10 +33,10 @@ def test_split_by_hash_disjoint_across_seeds_and_independent_of_the_seed():
 
 def test_chains_vary_in_length_and_answers_are_exact():
     task = make_task("varchain")
-    assert task.difficulty == DEFAULT_DIFFICULTY["varchain"] == 6
+    assert task.difficulty == DEFAULT_DIFFICULTY["varchain"] == 5
     problems = task.train_problems(500)
     steps = Counter(len(re.findall(r"[+-]", p.problem)) for p in problems)
-    assert set(steps) == {2, 3, 4, 5, 6}  # 2 to difficulty steps, all of them drawn
+    assert set(steps) == {2, 3, 4, 5}  # 2 to difficulty steps, all of them drawn
     for p in problems:
         assert p.answer == str(eval(p.problem))  # valid Python arithmetic
         written, boxed = totals(task.teacher_completion(p.problem))
@@ -90,12 +90,10 @@ def test_teacher_completions_judged_by_the_real_verifier():
     assert [v.correct for v in verdicts] == expected
 
 
-def test_own_warm_start_defaults_leave_the_other_tasks_alone():
-    cfg = WarmStartConfig(task="varchain")
-    assert cfg.slip_rate == DEFAULT_SLIP_RATE["varchain"] == 0.6 and cfg.steps == DEFAULT_STEPS["varchain"]
-    assert WarmStartConfig().slip_rate == 0.5
+def test_own_warm_start_steps_leave_the_default_policy_alone():
+    assert WarmStartConfig(task="varchain").steps == DEFAULT_STEPS["varchain"] == 800
+    assert WarmStartConfig(task="varchain").cache_key == "b545b93886243243"  # the policy RESULTS.md measured
     assert WarmStartConfig().cache_key == "2f321915161637b5"  # the default policy every test relies on
-    assert WarmStartConfig(task="varchain", slip_rate=0.6) == cfg
 
 
 @pytest.mark.slow

@@ -33,8 +33,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--slip-rate",
         type=float,
-        default=None,
-        help="share of teacher completions with a typical slip (default: the task's own, 0.5 for add)",
+        default=defaults.slip_rate,
+        help="share of teacher completions with a typical slip (default: %(default)s)",
     )
     p.add_argument(
         "--cache-dir",

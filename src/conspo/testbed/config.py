@@ -10,24 +10,15 @@ from typing import Any
 
 from conspo.testbed.tasks import make_task
 
-__all__ = [
-    "DEFAULT_SLIP_RATE",
-    "DEFAULT_STEPS",
-    "DEFAULT_TESTBED",
-    "TESTBED_FORMAT_VERSION",
-    "TinyModelConfig",
-    "WarmStartConfig",
-]
+__all__ = ["DEFAULT_STEPS", "DEFAULT_TESTBED", "TESTBED_FORMAT_VERSION", "TinyModelConfig", "WarmStartConfig"]
 
 # Bump when the tokenizer, the model code or the teacher change in a way the configuration does not show:
 # it is part of the cache key, so old cached policies are not reused by mistake.
 TESTBED_FORMAT_VERSION = 2
 
 # SFT steps that put each task's default-difficulty policy in the 30-60% band at temperature 1 (measured);
-# varchain: in the 20-40% band (its longer chains need more steps to learn, its slip rate is higher).
-DEFAULT_STEPS = {"add": 300, "mul": 500, "chain": 300, "varchain": 600}
-# Share of teacher completions with a slip, per task (the default tasks' 0.5 is part of their cache keys).
-DEFAULT_SLIP_RATE = {"add": 0.5, "mul": 0.5, "chain": 0.5, "varchain": 0.6}
+# varchain: in the 20-40% band (its longer chains need more steps to learn; measured 0.32 at 800 steps).
+DEFAULT_STEPS = {"add": 300, "mul": 500, "chain": 300, "varchain": 800}
 
 
 @dataclass(frozen=True)
@@ -60,9 +51,8 @@ class WarmStartConfig:
     """Shape of the tiny Llama policy."""
     num_train_problems: int = 3000
     """Distinct training problems the teacher writes completions for."""
-    slip_rate: float | None = None
-    """Share of teacher completions with a typical mistake; sets the base policy's accuracy (None = the task's
-    own: ``DEFAULT_SLIP_RATE``, 0.5 (INFERRED) for add/mul/chain, 0.6 for varchain; resolved on creation)."""
+    slip_rate: float = 0.5
+    """Share of teacher completions with a typical mistake; sets the base policy's accuracy (INFERRED 0.5)."""
     steps: int | None = None
     """Optimizer steps of supervised training (None = the task's own: ``DEFAULT_STEPS``; resolved on creation)."""
     batch_size: int = 64
@@ -90,8 +80,6 @@ class WarmStartConfig:
         make_task(self.task, seed=self.seed, difficulty=self.difficulty)  # validates name and difficulty
         if self.steps is None:  # resolved here so that the cache key holds the number actually used
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.task])
-        if self.slip_rate is None:
-            object.__setattr__(self, "slip_rate", DEFAULT_SLIP_RATE[self.task])
         if not 0.0 <= self.slip_rate < 1.0:
             raise ValueError(f"slip_rate must be in [0, 1), got {self.slip_rate}")
         for name in ("num_train_problems", "steps", "batch_size", "num_threads", "eval_samples"):
