@@ -47,7 +47,7 @@ def test_chains_vary_in_length_and_answers_are_exact():
     slipped = [
         task.teacher_completion(p.problem, slip=True, rng=random.Random(i)) for i, p in enumerate(problems)
     ]
-    assert max(map(len, slipped)) <= 31  # fits the default 32 new tokens with the eos
+    assert max(map(len, slipped)) <= 31  # fits the default 32 new tokens with the eos (28 at difficulty 5)
     one_step = make_task("varchain", difficulty=1).train_problems(20)
     assert all(len(re.findall(r"[+-]", p.problem)) == 1 for p in one_step)
 
