@@ -514,6 +514,8 @@ TRAIN_CONFIG_NOT_MAPPED: dict[str, str] = {
     "a generation batch at once)",
     "model.ref_model": "only loaded for a KL term, which ConSPOTrainer refuses (objective kl_coef > 0)",
     "batch.max_sampling_tries": "only used with dynamic sampling (refused)",
+    "checkpoint.every_minutes": "conspo's own trainer's time-based cadence; TRL saves by steps only "
+    "(checkpoint.every), so set that to bound lost work",
     "logging.jsonl, logging.plot, logging.wandb_project": "TRL logs through report_to (and trainer_state.json "
     "in its checkpoints); W&B reads WANDB_PROJECT",
 }
