@@ -1,29 +1,11 @@
-"""The RLVR training loop: generate -> verify -> group -> credit -> update, one step at a time.
+"""The RLVR run: setup, the step schedule, evaluation, checkpoints, signals, the run card.
 
-What this loop leaves out, on purpose: no value network, no reward model, no rollout/training overlap
-(generation and update alternate on the same weights), and no importance correction unless the
-objective uses ratios AND a rollout batch feeds more than one optimizer step.
-
-One step, in the order the code runs (each phase timed under its name in ``time/*``):
-
-1. **generate**: P prompts (this process's share, whole groups), G completions each, seeded by
-   (seed, step, rank) so a resumed run samples what the uninterrupted run would have.
-2. **verify**: the run's reward function (``build_reward_fn(cfg.reward)``: the verifier pool, or a user's
-   custom verifier, plus optional format reward / DAPO overlong penalty) scores the completions; the
-   reward may be shaped, the label is always the verdict's ``correct``.
-3. **group**: drop all-correct and all-wrong groups (``batch.filter_groups``); optionally sample more
-   prompts until P valid groups (``batch.dynamic_sampling``). A step with no valid group anywhere is
-   skipped and logged (``step/skipped = 1``).
-4. **logps**: old log-probs only when ``objective.needs_old_logps`` and ``batch.mini_batches > 1``;
-   reference log-probs only when ``objective.needs_ref_logps``.
-5. **update**: per mini-batch of whole groups (one optimizer step each): the credit under the current
-   parameters (``objective.credit``), its normalizer counts summed over processes, then
-   ``objective.loss`` backpropagated micro-batch by micro-batch. When one micro-batch holds the whole
-   mini-batch, the credit comes from the gradient forward's detached log-probs (one forward per
-   optimizer step); otherwise from a separate no-grad forward first. The gradient is the coupled
-   objective's gradient exactly (see docs/trainer.md).
-
-Progress lambda = step / steps drives the margin schedule.
+One step (generate -> verify -> group -> credit -> update) is :func:`conspo.trainer.step.run_step`; the
+:class:`Trainer` holds what it works on (model, optimizer, data order, reward function, process group) and
+calls it ``cfg.steps`` times, evaluating and checkpointing in between. What the run leaves out, on purpose: no
+value network, no reward model, no rollout/training overlap (generation and update alternate on the same
+weights), and no importance correction unless the objective uses ratios AND a rollout batch feeds more than
+one optimizer step. Progress lambda = step / steps drives the margin schedule.
 """
 
 from __future__ import annotations
@@ -35,8 +17,6 @@ import signal
 import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +30,7 @@ from conspo.rewards import RewardFunction, build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
 from conspo.trainer.plan import check_context
-from conspo.trainer.rows import Rows, sequence_forward
+from conspo.trainer.rows import Rows
 from conspo.trainer.run_folder import (
     RunFinished,
     RunFolderError,
@@ -67,8 +47,9 @@ from conspo.trainer.setup import (
     resolve_run_dir,
     warn_train_eval_overlap,
 )
+from conspo.trainer.step import PhaseTimer, generate, rollout_batch, run_step, step_seed, update, verify
 
-__all__ = ["Trainer", "TrainResult", "train"]
+__all__ = ["PhaseTimer", "TrainResult", "Trainer", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,30 +130,10 @@ class _StopSignals:
         self._restore()
 
 
-class PhaseTimer:
-    """Wall-clock seconds per named phase, summed over a step."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - start
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
-    # Distinct, reproducible sampling seed per (run seed, step, process, purpose).
-    return (seed * 1_000_003 + step * 1_009 + rank * 97 + salt) % 2**31
 
 
 class Trainer:
@@ -330,369 +291,31 @@ class Trainer:
             out.append(self._order_cache[epoch][i])
         return out
 
-    # -- the step -------------------------------------------------------------------------------------
-    def _sample_round(self, step: int, attempt: int, timer: PhaseTimer) -> tuple[Rows, dict[str, float]]:
-        """Generate and verify this process's share of P prompts x G completions (one round)."""
-        from conspo.data import render_prompt
-        from conspo.rollout import SamplingParams, make_generator
-
-        cfg, dist = self.cfg, self.dist
-        P, G = cfg.batch.prompts_per_step, cfg.batch.group_size
-        local = P // dist.world_size
-        start = self.cursor + dist.rank * local
-        ids = self._prompt_ids(start, local)
-        problems = [self.train_problems[i] for i in ids]
-        prompts = [render_prompt(p.problem, self.tokenizer, self.template) for p in problems]
-        params = SamplingParams(
-            temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p,
-            max_new_tokens=cfg.rollout.max_new_tokens,
-            seed=_step_seed(cfg.seed, step, dist.rank, salt=attempt),
-        )
-        generator = make_generator(
-            self.model,
-            self.tokenizer,
-            backend=cfg.rollout.backend,
-            batch_size=cfg.rollout.batch_size or local * G,
-        )
-        with timer("generate"), self._autocast():
-            rollouts = generator.generate(prompts, n=G, params=params)
-        with timer("verify"):
-            verdicts = self.reward_fn.score(
-                [prompts[r.prompt_index] for r in rollouts],
-                [r.text for r in rollouts],
-                [problems[r.prompt_index].answer for r in rollouts],
-                completion_lengths=[r.num_completion_tokens for r in rollouts],
-            )
-        rewards = [v.reward for v in verdicts]  # shaped (format reward, overlong penalty) when configured
-        labels = [(1 if v.correct else 0) if v.valid else -1 for v in verdicts]  # never from the reward
-        # Global group id: unique across steps, rounds and processes.
-        base = self.cursor + dist.rank * local
-        group_ids = [base + r.prompt_index for r in rollouts]
-        rows = Rows.from_rollouts(rollouts, rewards, labels, group_ids, self.pad_id)
-        self.cursor += P  # every process advances by the global count
-        stats = {"gen_tokens": float(sum(r.num_completion_tokens for r in rollouts))}
-        return rows, stats
-
-    @staticmethod
-    def _valid_groups(rows: Rows) -> torch.Tensor:
-        """[B] bool: the row's group holds at least one positive and one negative."""
-        gids, inverse = torch.unique(rows.group_ids, return_inverse=True)
-        pos = torch.zeros(len(gids)).index_add_(0, inverse, (rows.labels == 1).float())
-        neg = torch.zeros(len(gids)).index_add_(0, inverse, (rows.labels == 0).float())
-        return ((pos > 0) & (neg > 0))[inverse]
-
-    def _keep_groups(self, rows: Rows, limit: int | None = None) -> torch.Tensor:
-        """Row indices kept for the update (whole groups, in sampling order)."""
-        if not self.cfg.batch.filter_groups:
-            return torch.arange(len(rows))
-        valid = self._valid_groups(rows)
-        if limit is not None:
-            kept_groups = torch.unique_consecutive(rows.group_ids[valid])[:limit]
-            valid &= torch.isin(rows.group_ids, kept_groups)
-        return valid.nonzero().squeeze(-1)
-
+    # -- the step (conspo.trainer.step: generate -> verify -> group -> credit -> update) -----------------
     def step(self) -> dict[str, float]:
-        """One RL step; returns the step's metrics (reduced over processes)."""
-        cfg, dist = self.cfg, self.dist
-        step = self.step_index
-        lam = step / cfg.steps
-        timer = PhaseTimer()
-        t0 = time.perf_counter()
-        G = cfg.batch.group_size
-        local_prompts = cfg.batch.prompts_per_step // dist.world_size
+        """One RL step; returns the step's metrics (reduced over processes). See :func:`run_step`."""
+        return run_step(self)
 
-        # 1-2. generate + verify (3. with dynamic sampling: more rounds until P valid groups)
-        rounds, gen_tokens = [], 0.0
-        for attempt in range(cfg.batch.max_sampling_tries if cfg.batch.dynamic_sampling else 1):
-            rows, stats = self._sample_round(step, attempt, timer)
-            rounds.append(rows)
-            gen_tokens += stats["gen_tokens"]
-            if not cfg.batch.dynamic_sampling:
-                break
-            have = sum(int(self._valid_groups(r).sum()) // G for r in rounds)
-            if dist.all_min(int(have >= local_prompts)) == 1:
-                break
-        with timer("group"):
-            sampled = rounds[0] if len(rounds) == 1 else Rows.concat(rounds, self.pad_id)
-            limit = local_prompts if cfg.batch.dynamic_sampling else None
-            keep = self._keep_groups(sampled, limit)
-            rows = sampled.select(keep) if len(keep) else None
-        metrics = self._rollout_metrics(sampled, keep, gen_tokens, timer)
-        valid_global = metrics["groups/kept"]
-        if valid_global == 0:
-            logger.warning("step %d: every group is all-correct or all-wrong; update skipped", step)
-            for _ in range(cfg.batch.mini_batches):
-                self._step_scheduler()
-            metrics["step/skipped"] = 1.0
-        else:
-            if rows is None:  # this process has nothing, others do: join with a zero-credit placeholder
-                rows = self._placeholder(sampled)
-            with timer("logps"):
-                self._attach_old_and_ref_logps(rows)
-            with timer("update"):
-                metrics.update(self._update(rows, lam, timer))
-            metrics["step/skipped"] = 0.0
-        self.step_index += 1
-        metrics["progress/lambda"] = lam
-        metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
-        for name, sec in timer.seconds.items():
-            metrics[f"time/{name}"] = sec
-        metrics["time/step"] = time.perf_counter() - t0
-        if timer.seconds.get("generate"):
-            metrics["perf/gen_tokens_per_s"] = metrics["perf/gen_tokens"] / timer.seconds["generate"]
-        if timer.seconds.get("update"):
-            metrics["perf/train_tokens_per_s"] = (
-                metrics.get("perf/train_tokens", 0.0) / timer.seconds["update"]
-            )
-        return metrics
+    def _update(self, rows: Rows, lam: float, timer: PhaseTimer) -> dict[str, float]:
+        """Credit and update per mini-batch (:func:`conspo.trainer.step.update`); a method so tests can wrap it."""
+        return update(self, rows, lam, timer)
+
+    def _sample_round(self, step: int, attempt: int, timer: PhaseTimer) -> tuple[Rows, dict[str, float]]:
+        """One generate + verify round of this process (what dynamic sampling repeats)."""
+        with timer("generate"):
+            sampled, metrics = generate(self, step, attempt)
+        with timer("verify"):
+            rows, _ = verify(self, sampled)
+        return rows, metrics
+
+    def _rollout_batch(self, rows: Rows, token_logps: torch.Tensor, mask: torch.Tensor) -> RolloutBatch:
+        return rollout_batch(self, rows, token_logps, mask)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on GPU when optim.bf16 (sampling and scoring use the same precision)."""
         if self.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast)
-
-    def _placeholder(self, sampled: Rows) -> Rows:
-        first = sampled.group_ids[0]
-        rows = sampled.select((sampled.group_ids == first).nonzero().squeeze(-1))
-        rows.labels = torch.full_like(rows.labels, -1)  # excluded from credit and counts
-        return rows
-
-    def _rollout_metrics(
-        self, sampled: Rows, keep: torch.Tensor, gen_tokens: float, timer: PhaseTimer
-    ) -> dict:
-        """Sums over this process, all-reduced, turned into means."""
-        G = self.cfg.batch.group_size
-        lengths = sampled.lengths.float()
-        pos, neg = sampled.labels == 1, sampled.labels == 0
-        valid_rows = self._valid_groups(sampled)
-        gids, inverse = torch.unique(sampled.group_ids, return_inverse=True)
-        n_pos = torch.zeros(len(gids)).index_add_(0, inverse, pos.float())
-        n_all = torch.zeros(len(gids)).index_add_(0, inverse, torch.ones_like(lengths))
-        all_pos = (n_pos == n_all).float().sum()
-        all_neg = (n_pos == 0).float().sum()
-        sums = {
-            "rows": torch.tensor(float(len(sampled))),
-            "groups": torch.tensor(float(len(gids))),
-            "reward": sampled.rewards.sum(),
-            "correct": pos.float().sum(),
-            "truncated": sampled.truncated.float().sum(),
-            "len": lengths.sum(),
-            "len_pos": lengths[pos].sum(),
-            "n_pos": pos.float().sum(),
-            "len_neg": lengths[neg].sum(),
-            "n_neg": neg.float().sum(),
-            "valid_groups": valid_rows.float().sum() / G,
-            "kept_groups": torch.tensor(
-                float(len(torch.unique(sampled.group_ids[keep]))) if len(keep) else 0.0
-            ),
-            "all_pos": all_pos,
-            "all_neg": all_neg,
-            "gen_tokens": torch.tensor(gen_tokens),
-        }
-        s = {k: float(v) for k, v in self.dist.sum_dict(sums).items()}
-        out = {
-            "reward/mean": s["reward"] / s["rows"],
-            "reward/accuracy": s["correct"] / s["rows"],
-            "reward/truncated_frac": s["truncated"] / s["rows"],
-            "groups/valid_frac": s["valid_groups"] / s["groups"],
-            "groups/all_correct_frac": s["all_pos"] / s["groups"],
-            "groups/all_wrong_frac": s["all_neg"] / s["groups"],
-            "groups/kept": s["kept_groups"],
-            "length/mean": s["len"] / s["rows"],
-            "perf/gen_tokens": s["gen_tokens"],
-        }
-        # A mean over nothing is left out rather than logged as NaN.
-        if s["n_pos"]:
-            out["length/positive"] = s["len_pos"] / s["n_pos"]
-        if s["n_neg"]:
-            out["length/negative"] = s["len_neg"] / s["n_neg"]
-        return out
-
-    @torch.no_grad()
-    def _forward_chunked(self, model: Any, rows: Rows, with_entropy: bool = False):
-        """No-grad per-token log-probs (and entropy) of all rows, micro-batch by micro-batch, [B, T]."""
-        chunk = self.cfg.batch.micro_batch_size or len(rows)
-        T = rows.tokens.completion_ids.shape[1]
-        logps = torch.zeros(len(rows), T, device=self.device)
-        entropy = torch.zeros(len(rows), T, device=self.device) if with_entropy else None
-        for start in range(0, len(rows), chunk):
-            idx = torch.arange(start, min(start + chunk, len(rows)))
-            part = rows.select(idx)
-            lp, _, ent = sequence_forward(
-                model,
-                part.tokens,
-                temperature=self.cfg.rollout.temperature,
-                with_entropy=with_entropy,
-                autocast_dtype=self.autocast,
-            )
-            logps[idx, : lp.shape[1]] = lp
-            if with_entropy:
-                entropy[idx, : ent.shape[1]] = ent
-        return logps, rows.tokens.completion_mask.to(self.device), entropy
-
-    def _attach_old_and_ref_logps(self, rows: Rows) -> None:
-        if getattr(self.objective, "needs_old_logps", False) and self.cfg.batch.mini_batches > 1:
-            rows.old_token_logps = self._forward_chunked(self.model, rows)[0]
-        if self.ref_model is not None:
-            rows.ref_token_logps = self._forward_chunked(self.ref_model, rows)[0]
-
-    def _rollout_batch(self, rows: Rows, token_logps: torch.Tensor, mask: torch.Tensor) -> RolloutBatch:
-        dev = self.device
-        return RolloutBatch(
-            token_logps=token_logps,
-            mask=mask.to(dev),
-            group_ids=rows.group_ids.to(dev),
-            rewards=rows.rewards.to(dev),
-            labels=rows.labels.to(dev),
-            old_token_logps=None if rows.old_token_logps is None else rows.old_token_logps.to(dev),
-            ref_token_logps=None if rows.ref_token_logps is None else rows.ref_token_logps.to(dev),
-        )
-
-    def _mini_batches(self, rows: Rows) -> list[torch.Tensor]:
-        """Row indices of each mini-batch: whole groups, as even a split of the groups as possible."""
-        k = self.cfg.batch.mini_batches
-        groups = torch.unique_consecutive(rows.group_ids)
-        parts = np.array_split(np.arange(len(groups)), k)
-        out = []
-        for part in parts:
-            chosen = groups[torch.as_tensor(part, dtype=torch.long)]
-            out.append(torch.isin(rows.group_ids, chosen).nonzero().squeeze(-1))
-        return out
-
-    def _step_scheduler(self) -> None:
-        import warnings
-
-        with warnings.catch_warnings():  # stepping the schedule of a skipped update is intended
-            warnings.simplefilter("ignore", UserWarning)
-            self.scheduler.step()
-
-    def _update(self, rows: Rows, lam: float, timer: PhaseTimer) -> dict[str, float]:
-        """Mini-batch updates over whole groups; returns the update's metrics."""
-        cfg, dist = self.cfg, self.dist
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        sums: dict[str, list[float]] = defaultdict(list)
-        train_tokens = 0.0
-        for mb_idx in self._mini_batches(rows):
-            # A mini-batch empty here but not elsewhere still joins the collectives.
-            empty = len(mb_idx) == 0
-            mb = self._placeholder(rows) if empty else rows.select(mb_idx)
-            if dist.all_min(int(empty)) == 1:  # empty on every process: nothing to update
-                self._step_scheduler()
-                continue
-            self.optimizer.zero_grad(set_to_none=True)
-            if cfg.batch.update_mode == "coupled":
-                logps, mask, _ = sequence_forward(
-                    self.model, mb.tokens, temperature=cfg.rollout.temperature, autocast_dtype=self.autocast
-                )
-                out = self.objective(self._rollout_batch(mb, logps, mask), progress=lam)
-                out.loss.backward()
-                obj_metrics = dict(out.metrics)
-                train_tokens += float(mask.sum())
-            else:
-                chunk = cfg.batch.micro_batch_size or len(mb)
-                if chunk >= len(mb) and self.fuse_credit_forward:
-                    obj_metrics, tokens = self._fused_credit_and_loss(mb, lam, timer, sums)
-                else:
-                    obj_metrics, tokens = self._credit_then_micro_batches(mb, lam, timer, sums, chunk)
-                train_tokens += tokens
-            dist.sum_gradients(params)
-            max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            self.optimizer.step()
-            self._step_scheduler()
-            sums["optim/grad_norm"].append(float(grad_norm))
-            for k, v in obj_metrics.items():
-                # The trainer reports group statistics of the whole sampled batch itself (before filtering).
-                if k.startswith("groups/"):
-                    continue
-                if torch.is_tensor(v) and v.numel() == 1:
-                    key = k if "/" in k else f"{cfg.objective.name}/{k}"
-                    sums[key].append(float(v))
-        self.optimizer.zero_grad(set_to_none=True)
-        out_metrics: dict[str, float] = {}
-        for k, vals in sums.items():
-            if k.startswith("entropy_"):
-                continue
-            out_metrics[k] = sum(vals) / len(vals)
-        # Mean over processes of the per-process means (objective diagnostics are batch-level).
-        if dist.enabled and out_metrics:
-            keys = sorted(out_metrics)
-            red = dist.sum_dict({k: torch.tensor(out_metrics[k]) for k in keys})
-            out_metrics = {k: float(v) / dist.world_size for k, v in red.items()}
-        if sums.get("entropy_tokens"):
-            ent = dist.sum_dict(
-                {"s": torch.tensor(sum(sums["entropy_sum"])), "n": torch.tensor(sum(sums["entropy_tokens"]))}
-            )
-            out_metrics["entropy/mean"] = float(ent["s"]) / max(float(ent["n"]), 1.0)
-        out_metrics["perf/train_tokens"] = float(dist.sum_dict({"t": torch.tensor(train_tokens)})["t"])
-        return out_metrics
-
-    def _credit(
-        self, mb: Rows, logps: torch.Tensor, mask: torch.Tensor, entropy: torch.Tensor, lam: float, sums: dict
-    ) -> tuple[Any, dict[str, torch.Tensor]]:
-        """The objective's credit from detached log-probs under the current parameters, with global counts."""
-        credit = self.objective.credit(self._rollout_batch(mb, logps, mask), progress=lam)
-        normalizer = self.dist.sum_dict(dict(credit.normalizer))
-        m = mask.float()
-        sums["entropy_sum"].append(float((entropy * m).sum()))
-        sums["entropy_tokens"].append(float(m.sum()))
-        return credit, normalizer
-
-    def _fused_credit_and_loss(
-        self, mb: Rows, lam: float, timer: PhaseTimer, sums: dict
-    ) -> tuple[dict[str, Any], float]:
-        """One micro-batch holds the mini-batch: one forward with grad gives the credit (from its detached
-        log-probs: the same parameters, so the same credit as a separate no-grad pass) and then the loss."""
-        with timer("credit"):  # here: the shared forward and the credit
-            lp, mask, entropy = sequence_forward(
-                self.model,
-                mb.tokens,
-                temperature=self.cfg.rollout.temperature,
-                with_entropy=True,
-                autocast_dtype=self.autocast,
-            )
-            credit, normalizer = self._credit(mb, lp.detach(), mask, entropy, lam, sums)
-        out = self.objective.loss(self._rollout_batch(mb, lp, mask), credit, normalizer=normalizer)
-        if out.loss.requires_grad:
-            out.loss.backward()
-        metrics = dict(credit.metrics)
-        metrics.update({k: torch.tensor(float(v)) for k, v in out.metrics.items()})
-        return metrics, float(mask.sum())
-
-    def _credit_then_micro_batches(
-        self, mb: Rows, lam: float, timer: PhaseTimer, sums: dict, chunk: int
-    ) -> tuple[dict[str, Any], float]:
-        """Micro-batches split the mini-batch: a no-grad forward over all of it gives the credit, then a forward
-        with grad and ``objective.loss`` per micro-batch (gradient accumulation)."""
-        with timer("credit"):
-            logps, mask, entropy = self._forward_chunked(self.model, mb, with_entropy=True)
-            credit, normalizer = self._credit(mb, logps, mask, entropy, lam, sums)
-        metrics = dict(credit.metrics)
-        micro_metrics: dict[str, list[float]] = defaultdict(list)
-        tokens = 0.0
-        for start in range(0, len(mb), chunk):
-            idx = torch.arange(start, min(start + chunk, len(mb)))
-            micro = mb.select(idx)
-            lp, mmask, _ = sequence_forward(
-                self.model,
-                micro.tokens,
-                temperature=self.cfg.rollout.temperature,
-                autocast_dtype=self.autocast,
-            )
-            out = self.objective.loss(
-                self._rollout_batch(micro, lp, mmask),
-                credit.select(idx.to(self.device)),
-                normalizer=normalizer,
-            )
-            if out.loss.requires_grad:
-                out.loss.backward()
-            for k, v in out.metrics.items():  # per-micro-batch metrics: mean over micro-batches
-                micro_metrics[k].append(float(v))
-            tokens += float(mmask.sum())
-        metrics.update({k: torch.tensor(sum(v) / len(v)) for k, v in micro_metrics.items()})
-        return metrics, tokens
 
     # -- evaluation -----------------------------------------------------------------------------------
     def evaluate(self, problems: list[Any] | None = None) -> dict[str, float]:
@@ -710,7 +333,7 @@ class Trainer:
                 temperature=cfg.eval.temperature,
                 top_p=cfg.eval.top_p,
                 max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                seed=_step_seed(cfg.seed, 0, dist.rank, salt=10_000),  # the same draws at every evaluation
+                seed=step_seed(cfg.seed, 0, dist.rank, salt=10_000),  # the same draws at every evaluation
             )
             generator = make_generator(
                 self.model,
