@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
+from conspo.objectives import RolloutBatch
 from conspo.rollout import CompletionBatch, Rollout, build_completion_batch, selected_token_logprobs
 from conspo.rollout.logprobs import completion_logits
 
-__all__ = ["Rows", "sequence_forward"]
+__all__ = ["Rows", "score_rows", "sequence_forward"]
 
 
 @dataclass
@@ -94,6 +96,33 @@ class Rows:
             ref_token_logps=cut(self.ref_token_logps),
         )
 
+    def placeholder(self) -> Rows:
+        """The first group, labelled -1: it joins every collective and adds nothing to credit or counts."""
+        out = self.select((self.group_ids == self.group_ids[0]).nonzero().squeeze(-1))
+        out.labels = torch.full_like(out.labels, -1)
+        return out
+
+    def mini_batches(self, k: int) -> list[torch.Tensor]:
+        """Row indices of `k` mini-batches of whole groups, as even a split of the groups as possible."""
+        groups = torch.unique_consecutive(self.group_ids)
+        out = []
+        for part in np.array_split(np.arange(len(groups)), k):
+            chosen = groups[torch.as_tensor(part, dtype=torch.long)]
+            out.append(torch.isin(self.group_ids, chosen).nonzero().squeeze(-1))
+        return out
+
+    def to_batch(self, token_logps: torch.Tensor, mask: torch.Tensor, device: torch.device) -> RolloutBatch:
+        """The objective's view of these rows with the given per-token log-probs, on `device`."""
+        return RolloutBatch(
+            token_logps=token_logps,
+            mask=mask.to(device),
+            group_ids=self.group_ids.to(device),
+            rewards=self.rewards.to(device),
+            labels=self.labels.to(device),
+            old_token_logps=None if self.old_token_logps is None else self.old_token_logps.to(device),
+            ref_token_logps=None if self.ref_token_logps is None else self.ref_token_logps.to(device),
+        )
+
     @staticmethod
     def concat(parts: Sequence[Rows], pad_token_id: int) -> Rows:
         """Rows of several batches in one layout (used by dynamic sampling)."""
@@ -137,3 +166,33 @@ def sequence_forward(
                 rows.append(-(logp.exp() * logp).sum(-1))
             entropy = torch.stack(rows).masked_fill(~mask, 0.0)
     return token_logps, mask, entropy
+
+
+@torch.no_grad()
+def score_rows(
+    model: Any,
+    rows: Rows,
+    *,
+    chunk: int,
+    device: torch.device,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """No-grad :func:`sequence_forward` of all rows, `chunk` rows at a time, on the full ``[B, T]`` layout."""
+    T = rows.tokens.completion_ids.shape[1]
+    logps = torch.zeros(len(rows), T, device=device)
+    entropy = torch.zeros(len(rows), T, device=device) if with_entropy else None
+    for start in range(0, len(rows), chunk):
+        idx = torch.arange(start, min(start + chunk, len(rows)))
+        lp, _, ent = sequence_forward(
+            model,
+            rows.select(idx).tokens,
+            temperature=temperature,
+            with_entropy=with_entropy,
+            autocast_dtype=autocast_dtype,
+        )
+        logps[idx, : lp.shape[1]] = lp
+        if with_entropy:
+            entropy[idx, : ent.shape[1]] = ent
+    return logps, rows.tokens.completion_mask.to(device), entropy

@@ -4,23 +4,16 @@
 metrics, and is timed as one flat phase of a `PhaseTimer` (no phase inside another), so the ``time/*`` keys
 add up to ``time/step``.
 
-1. **generate** (`generate`): this process's share of the P prompts (whole groups), G completions each, seeded
-   by (seed, step, rank, attempt) so a resumed run samples what the uninterrupted run would have.
-2. **verify** (`verify`): the run's reward function scores the completions; the reward may be shaped, the
-   label is always the verdict's ``correct``. With ``batch.dynamic_sampling`` 1-2 run again (a visible loop in
-   `run_step`) until every process has P valid groups or ``batch.max_sampling_tries`` rounds ran.
-3. **group** (`group`): keep the valid groups (``batch.filter_groups``; validity from
-   `conspo.objectives.group_index`), report the sampled batch's reward / group / length statistics. A step
-   with no valid group on any process is skipped (``step/skipped = 1``).
-4. **credit** (`credit`): the no-grad quantities at the current parameters: old log-probs (only when the
-   objective uses ratios and ``batch.mini_batches > 1``), reference log-probs (only for a KL term), and per
-   mini-batch the objective's credit with its normalizer summed over processes.
-5. **update** (`update`): per mini-batch of whole groups, ``objective.loss`` backpropagated micro-batch by
-   micro-batch, gradients summed over processes, one optimizer step. One path: when one micro-batch holds
-   the mini-batch the credit comes from the gradient forward itself (one forward per optimizer step), else
-   from a no-grad forward first (`credit_pass` decides). ``batch.update_mode=coupled`` keeps a thin oracle
-   path: the coupled objective on the whole mini-batch (single process, one micro-batch; what the tests
-   compare the decomposed update with).
+1. **generate**: this process's share of the P prompts (whole groups), G completions each, seeded.
+2. **verify**: the run's reward function scores them; the label is always the verdict's ``correct``. With
+   ``batch.dynamic_sampling`` 1-2 run again, a visible loop in `run_step`, until every process has P valid groups.
+3. **group**: keep the valid groups (validity from `conspo.objectives.group_index`); the sampled batch's stats.
+4. **credit**: no-grad, at the current parameters: old / reference log-probs when needed, then per mini-batch
+   the objective's credit with its counts summed over processes (`credit_pass`).
+5. **update**: per mini-batch, ``objective.loss`` backpropagated micro-batch by micro-batch, one optimizer step.
+   One path: `credit_pass` takes the credit from the gradient forward when one micro-batch holds the
+   mini-batch, else from a no-grad forward first. ``batch.update_mode=coupled`` is a thin oracle path (the
+   coupled objective on the whole mini-batch; the tests compare the decomposed update with it).
 
 The functions take the `Trainer` (conspo.trainer.loop) as their context: its model, optimizer, config,
 process group, reward function and data order. They hold no state of their own.
@@ -28,20 +21,17 @@ process group, reward function and data order. They hold no state of their own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from conspo.objectives import Credit, RolloutBatch, group_index, segment_sum
-from conspo.trainer.rows import Rows, sequence_forward
+from conspo.trainer.phases import PHASES, PhaseTimer
+from conspo.trainer.rows import Rows, score_rows, sequence_forward
 
 if TYPE_CHECKING:
     from conspo.rollout import Rollout
@@ -61,43 +51,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("generate", "verify", "group", "credit", "update")
-"""The phases of a step, in order; each is a ``time/<phase>`` key of the step's metrics."""
-
 _TRAINER_GROUP_STATS = ("groups/valid_frac", "groups/num_valid")
 """Objective metrics the trainer reports itself, on the whole sampled batch (the objective sees kept rows)."""
-
-
-class PhaseTimer:
-    """Wall-clock seconds per named phase of one step; phases are flat, and together they are the step.
-
-    A phase is charged from the end of the previous phase (or the timer's start) to its own end, so the small
-    bookkeeping between two phases belongs to the next one and ``sum(seconds.values()) == total``. Opening a
-    phase inside another raises (a nested phase would be counted twice).
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._start = self._mark = time.perf_counter()
-        self._open: str | None = None
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        if self._open is not None:
-            raise RuntimeError(f"phase {name!r} opened inside phase {self._open!r}: phases are flat")
-        self._open = name
-        try:
-            yield
-        finally:
-            now = time.perf_counter()
-            self.seconds[name] += now - self._mark
-            self._mark = now
-            self._open = None
-
-    @property
-    def total(self) -> float:
-        """Seconds from the timer's start to the end of the last phase (the sum of the phases)."""
-        return self._mark - self._start
 
 
 def step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
@@ -238,16 +193,8 @@ def group(trainer: Trainer, rounds: list[Rows], gen_tokens: float) -> tuple[Rows
     if s["n_neg"]:
         metrics["length/negative"] = s["len_neg"] / s["n_neg"]
     if rows is None and metrics["groups/kept"] > 0:  # others have rows: join with a zero-credit placeholder
-        rows = placeholder(sampled)
+        rows = sampled.placeholder()
     return rows, metrics
-
-
-def placeholder(rows: Rows) -> Rows:
-    """The first group of `rows`, labelled -1: it joins every collective and adds nothing to credit or counts."""
-    first = rows.group_ids[0]
-    out = rows.select((rows.group_ids == first).nonzero().squeeze(-1))
-    out.labels = torch.full_like(out.labels, -1)
-    return out
 
 
 # ---- 4. credit ------------------------------------------------------------------------------------------
@@ -257,16 +204,7 @@ def rollout_batch(
     trainer: Trainer, rows: Rows, token_logps: torch.Tensor, mask: torch.Tensor
 ) -> RolloutBatch:
     """The objective's view of `rows` with these per-token log-probs, on the trainer's device."""
-    dev = trainer.device
-    return RolloutBatch(
-        token_logps=token_logps,
-        mask=mask.to(dev),
-        group_ids=rows.group_ids.to(dev),
-        rewards=rows.rewards.to(dev),
-        labels=rows.labels.to(dev),
-        old_token_logps=None if rows.old_token_logps is None else rows.old_token_logps.to(dev),
-        ref_token_logps=None if rows.ref_token_logps is None else rows.ref_token_logps.to(dev),
-    )
+    return rows.to_batch(token_logps, mask, trainer.device)
 
 
 def _forward(trainer: Trainer, model: Any, rows: Rows, with_entropy: bool = False):
@@ -279,20 +217,17 @@ def _forward(trainer: Trainer, model: Any, rows: Rows, with_entropy: bool = Fals
     )
 
 
-@torch.no_grad()
 def forward_chunked(trainer: Trainer, model: Any, rows: Rows, with_entropy: bool = False):
-    """No-grad per-token log-probs (and entropy) of all rows, micro-batch by micro-batch, [B, T]."""
-    chunk = trainer.cfg.batch.micro_batch_size or len(rows)
-    T = rows.tokens.completion_ids.shape[1]
-    logps = torch.zeros(len(rows), T, device=trainer.device)
-    entropy = torch.zeros(len(rows), T, device=trainer.device) if with_entropy else None
-    for start in range(0, len(rows), chunk):
-        idx = torch.arange(start, min(start + chunk, len(rows)))
-        lp, _, ent = _forward(trainer, model, rows.select(idx), with_entropy)
-        logps[idx, : lp.shape[1]] = lp
-        if with_entropy:
-            entropy[idx, : ent.shape[1]] = ent
-    return logps, rows.tokens.completion_mask.to(trainer.device), entropy
+    """No-grad per-token log-probs, mask (and entropy) of all rows, micro-batch by micro-batch, [B, T]."""
+    return score_rows(
+        model,
+        rows,
+        chunk=trainer.cfg.batch.micro_batch_size or len(rows),
+        device=trainer.device,
+        temperature=trainer.cfg.rollout.temperature,
+        with_entropy=with_entropy,
+        autocast_dtype=trainer.autocast,
+    )
 
 
 def sampling_logps(trainer: Trainer, rows: Rows) -> None:
@@ -339,16 +274,6 @@ def credit_pass(trainer: Trainer, mb: Rows, lam: float) -> tuple[CreditPass, dic
 
 
 # ---- 5. update ------------------------------------------------------------------------------------------
-
-
-def mini_batches(trainer: Trainer, rows: Rows) -> list[torch.Tensor]:
-    """Row indices of each mini-batch: whole groups, as even a split of the groups as possible."""
-    groups = torch.unique_consecutive(rows.group_ids)
-    out = []
-    for part in np.array_split(np.arange(len(groups)), trainer.cfg.batch.mini_batches):
-        chosen = groups[torch.as_tensor(part, dtype=torch.long)]
-        out.append(torch.isin(rows.group_ids, chosen).nonzero().squeeze(-1))
-    return out
 
 
 def step_scheduler(trainer: Trainer) -> None:
@@ -399,11 +324,11 @@ def update(trainer: Trainer, rows: Rows, lam: float, timer: PhaseTimer) -> dict[
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     sums: dict[str, list[float]] = defaultdict(list)
     train_tokens = 0.0
-    for mb_idx in mini_batches(trainer, rows):
+    for mb_idx in rows.mini_batches(cfg.batch.mini_batches):
         with timer("update"):
             # A mini-batch empty here but not elsewhere still joins the collectives.
             empty = len(mb_idx) == 0
-            mb = placeholder(rows) if empty else rows.select(mb_idx)
+            mb = rows.placeholder() if empty else rows.select(mb_idx)
             skip = dist.all_min(int(empty)) == 1  # empty on every process: nothing to update
             if skip:
                 step_scheduler(trainer)
