@@ -173,3 +173,10 @@ def test_a_baseline_that_is_not_compared_is_a_usage_error(tmp_path, capsys):
     assert "--baseline 'dapo' is not one of the objectives: grpo, conspo" in capsys.readouterr().err
     argv = ["compare", "--objectives", "grpo,conspo", "--baseline", "dapo", "--out", str(tmp_path / "x")]
     assert main(argv) == 2
+
+
+def test_the_verdict_is_the_t_interval_not_the_narrower_bootstrap():
+    # Three seeds, all above: the bootstrap interval excludes 0, the t interval (t = 4.30 at 2 df) does not.
+    p = paired_diff("conspo", "grpo", "final", {0: 0.51, 1: 0.52, 2: 0.59}, {0: 0.5, 1: 0.5, 2: 0.5})
+    assert p.bootstrap_interval[0] > 0 > p.t_interval[0]
+    assert p.wins == 3 and p.verdict == "no detectable difference at this budget"
