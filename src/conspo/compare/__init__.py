@@ -49,9 +49,15 @@ def _accuracy(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a finite accuracy in [0, 1], got {text!r}")
     return value
 
+
 __all__ = ["add_arguments", "build_runs", "run"]
 
 MANIFEST = "compare.json"
+# Held-out evaluation of a compare on the testbed unless told otherwise: 256 problems x 2 samples = 512 draws
+# (binomial sd <= 0.022 per accuracy, vs 0.031 for the trainer's 64 x 4); an evaluation costs about two
+# training steps (benchmarks/RESULTS.md).
+EVAL_PROBLEMS = 256
+EVAL_SAMPLES = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +103,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="held-out evaluation every N steps (default: steps/10, at least 1)",
     )
     parser.add_argument(
+        "--eval-problems",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"held-out problems per evaluation (default: {EVAL_PROBLEMS} on the testbed, or all its task has; "
+        "else the config's eval.max_problems)",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"samples per held-out problem (default: {EVAL_SAMPLES} on the testbed; else the config's eval.samples)",
+    )
+    parser.add_argument(
         "--target",
         type=_accuracy,
         default=None,
@@ -137,7 +158,12 @@ def _base_config(args: argparse.Namespace) -> Any:
         overrides.append(f"data.testbed_task={args.task}")
     if args.difficulty is not None:
         overrides.append(f"data.testbed_difficulty={args.difficulty}")
+    if args.eval_problems is not None:
+        overrides.append(f"eval.max_problems={args.eval_problems}")
+    if args.eval_samples is not None:
+        overrides.append(f"eval.samples={args.eval_samples}")
     cfg = load_config(TrainConfig, args.config, overrides)
+    _testbed_eval_defaults(cfg, args)
     every = args.eval_every
     if every is None and not any(o.startswith("eval.every=") for o in args.set):
         every = max(1, cfg.steps // 10)
@@ -154,6 +180,26 @@ def _base_config(args: argparse.Namespace) -> Any:
     cfg.checkpoint.save_final = False
     cfg.reward.num_workers = 1
     return cfg
+
+
+def _given(args: argparse.Namespace, key: str) -> bool:
+    return any(o.split("=", 1)[0].strip() == key for o in args.set)
+
+
+def _testbed_eval_defaults(cfg: Any, args: argparse.Namespace) -> None:
+    """More held-out problems and draws than a single ``conspo train`` uses, on the testbed's own held-out split,
+    where neither a flag, a ``--set`` nor a ``--config`` file chose them (a small task gets all it has)."""
+    from conspo.trainer.config import TESTBED
+
+    if args.config is not None or cfg.data.train != TESTBED or cfg.data.eval not in (None, TESTBED):
+        return
+    if args.eval_problems is None and not _given(args, "eval.max_problems"):
+        from conspo.testbed import make_task
+
+        task = make_task(cfg.data.testbed_task, seed=cfg.seed, difficulty=cfg.data.testbed_difficulty)
+        cfg.eval.max_problems = len(task.eval_problems(EVAL_PROBLEMS, at_most=True))
+    if args.eval_samples is None and not _given(args, "eval.samples"):
+        cfg.eval.samples = EVAL_SAMPLES
 
 
 def build_runs(base: Any, objectives: list[str], seeds: list[int], out: Path, jobs: int) -> list[Any]:

@@ -82,7 +82,7 @@ class TestbedTask:
         digest = hashlib.sha256(f"{self.name}|{self.difficulty}|{text}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < EVAL_FRACTION
 
-    def _problems(self, n: int, split: str) -> list[Problem]:
+    def _problems(self, n: int, split: str, at_most: bool = False) -> list[Problem]:
         if n < 0:
             raise ValueError(f"number of problems must be >= 0, got {n}")
         # Separate streams per split so that asking for more train problems never changes the eval ones.
@@ -100,7 +100,7 @@ class TestbedTask:
             misses = 0
             seen.add(text)
             texts.append(text)
-        if len(texts) < n:
+        if len(texts) < n and not (at_most and texts):  # at_most: as many distinct ones as the split has
             if split == "eval" or not texts:
                 raise ValueError(
                     f"testbed task {self.name!r} (difficulty {self.difficulty}) has only {len(texts)} distinct "
@@ -127,12 +127,13 @@ class TestbedTask:
         """
         return self._problems(n, "train")
 
-    def eval_problems(self, n: int) -> list[Problem]:
+    def eval_problems(self, n: int, *, at_most: bool = False) -> list[Problem]:
         """``n`` distinct held-out problems (deterministic in the seed; disjoint from every train split).
 
-        Raises ``ValueError`` when the task has fewer than ``n`` distinct held-out problems.
+        Raises ``ValueError`` when the task has fewer than ``n`` distinct held-out problems, unless ``at_most``:
+        then it returns all of them.
         """
-        return self._problems(n, "eval")
+        return self._problems(n, "eval", at_most)
 
     # -- answers and teacher completions --------------------------------------------------------------
     def _parse(self, text: str) -> tuple[int, ...]:
