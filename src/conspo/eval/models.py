@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "ModelSpec",
+    "adapter_base",
     "check_model_loads",
     "context_length",
     "default_template",
@@ -36,7 +37,22 @@ class ModelSpec:
 
 
 def _is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    return (path / "config.json").is_file() or adapter_base(path) is not None
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model of a LoRA adapter folder (peft's ``adapter_config.json``, as ``conspo train`` with
+    ``model.lora`` writes in ``final`` and its checkpoints), or None when ``path`` holds no adapter."""
+    file = Path(path).expanduser() / "adapter_config.json"
+    if not file.is_file() or (file.parent / "config.json").is_file():
+        return None
+    import json
+
+    try:
+        base = json.loads(file.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(base) if base else None
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -44,11 +60,12 @@ def _has_tokenizer(path: Path) -> bool:
 
 
 def _find_tokenizer(model_dir: Path) -> str:
-    # Trainer checkpoints hold weights and config only; the tokenizer sits in the run directory or `final`.
+    # Trainer checkpoints hold weights and config only; the tokenizer sits in the run directory or `final`
+    # (a LoRA checkpoint's: else the adapter's base model).
     for candidate in (model_dir, model_dir.parent, model_dir.parent / "final"):
         if candidate.is_dir() and _has_tokenizer(candidate):
             return str(candidate)
-    return str(model_dir)
+    return adapter_base(model_dir) or str(model_dir)
 
 
 def default_template(model_path: str) -> str:
@@ -62,7 +79,9 @@ def default_template(model_path: str) -> str:
         return "default"
     if (path / "testbed.json").is_file():
         return "testbed"
-    for folder in (path, path.parent):
+    # final/merged (checkpoint.merge_lora): the run folder is two levels up
+    folders = (path, path.parent, path.parent.parent) if path.name == "merged" else (path, path.parent)
+    for folder in folders:
         config = folder / "config.yaml"
         if not config.is_file():
             continue
@@ -110,7 +129,8 @@ def prompt_token_counts(tokenizer: Any, prompts: Sequence[str]) -> list[int]:
 def expand_models(models: list[str], tokenizer: str | None = None) -> list[ModelSpec]:
     """Turn ``--model`` values into :class:`ModelSpec` s.
 
-    A folder with ``config.json`` is one model. A folder without one but with ``checkpoint-*`` or
+    A folder with ``config.json`` is one model, and so is a LoRA adapter folder (``adapter_config.json``: loaded
+    on the base model it names, merged). A folder without one but with ``checkpoint-*`` or
     ``final`` subfolders (a training run) expands into those, in step order, ``final`` last. Anything
     else is taken as a Hugging Face hub id. Labels are folder names, made unique by prefixing the
     parent's name when two collide.
@@ -155,9 +175,15 @@ def check_model_loads(spec: ModelSpec, trust_remote_code: bool = False) -> tuple
     """Load the config and tokenizer (cheap) so a bad path fails before any generation; returns both."""
     from transformers import AutoConfig, AutoTokenizer
 
+    base = adapter_base(spec.path)
     try:
-        config = AutoConfig.from_pretrained(spec.path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(base or spec.path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure here means "this model does not load"
+        if base is not None:
+            raise ValueError(
+                f"LoRA adapter {spec.path!r}: its base model {base!r} (adapter_config.json "
+                f"base_model_name_or_path) does not load: {type(exc).__name__}: {exc}"
+            ) from None
         if Path(spec.path).exists():
             where = "a local folder"
         elif _looks_like_path(spec.path):
@@ -191,10 +217,19 @@ def load_model(
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"--dtype {dtype!r} is not a torch dtype (float32, bfloat16, float16)")
+    base = adapter_base(spec.path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            base or spec.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
+        if base is not None:  # a LoRA adapter on its base model, merged in (the same outputs, faster)
+            try:
+                from peft import PeftModel
+            except ImportError:
+                raise ValueError(
+                    "is a LoRA adapter; loading it needs peft: pip install 'conspo[peft]'"
+                ) from None
+            model = PeftModel.from_pretrained(model, spec.path).merge_and_unload()
     except Exception as exc:
         raise ValueError(f"model {spec.path!r} does not load: {type(exc).__name__}: {exc}") from None
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer, trust_remote_code=trust_remote_code)

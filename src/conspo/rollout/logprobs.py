@@ -102,6 +102,9 @@ def selected_token_logprobs(
 
 def _accepts_logits_to_keep(model: Any) -> bool:
     inner = getattr(model, "module", model)  # DDP / accelerate wrappers forward **kwargs to the real model
+    base = getattr(inner, "get_base_model", None)  # so do peft models (and the trainer's AdapterDisabled)
+    if callable(base):
+        inner = base()
     try:
         return "logits_to_keep" in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):

@@ -6,6 +6,8 @@ A checkpoint is one folder, ``run_dir/checkpoint-{step:06d}/``:
 checkpoint-000120/
   model.safetensors     weights (safetensors; tied weights stored once)
   config.json           the model config when the model has one, so the folder loads with from_pretrained
+  (a LoRA policy, a peft model, instead: adapter_model.safetensors + adapter_config.json, the adapter alone,
+  loadable with peft's PeftModel.from_pretrained; the frozen base is reloaded from model.name_or_path)
   optimizer.pt          optimizer.state_dict()  (torch.save, loads with weights_only=True)
   scheduler.pt          scheduler.state_dict()  (same)
   rng_state.pt          python random, numpy, torch CPU and CUDA generator states (same)
@@ -77,6 +79,7 @@ BEST_KEY = "best"
 
 FORMAT_VERSION = 1
 _WEIGHTS = "model.safetensors"
+_ADAPTER = "adapter_model.safetensors"  # a peft model's checkpoint: its adapter only
 _OPTIMIZER = "optimizer.pt"
 _SCHEDULER = "scheduler.pt"
 _RNG = "rng_state.pt"
@@ -166,10 +169,14 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{step:06d}-", dir=run_dir))
     try:
         files: dict[str, int] = {}
-        _save_weights(model, tmp / _WEIGHTS)
-        files[_WEIGHTS] = _fsync(tmp / _WEIGHTS)
-        for name in _save_model_config(model, tmp):
-            files[name] = _fsync(tmp / name)
+        if _is_peft(model):
+            for name in _save_adapter(model, tmp):
+                files[name] = _fsync(tmp / name)
+        else:
+            _save_weights(model, tmp / _WEIGHTS)
+            files[_WEIGHTS] = _fsync(tmp / _WEIGHTS)
+            for name in _save_model_config(model, tmp):
+                files[name] = _fsync(tmp / name)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / _OPTIMIZER)
             files[_OPTIMIZER] = _fsync(tmp / _OPTIMIZER)
@@ -238,6 +245,23 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
         )
     # save_model stores shared (tied) tensors once and load_model re-ties them.
     save_model(model, str(path), metadata={"format": "pt"})
+
+
+def _is_peft(model: Any) -> bool:
+    from conspo.trainer.lora import is_peft_model
+
+    return is_peft_model(model)
+
+
+def _save_adapter(model: Any, folder: Path) -> list[str]:
+    """A peft model's adapter tensors (safetensors) and its adapter_config.json; the frozen base is not saved."""
+    from safetensors.torch import save_file
+
+    from conspo.trainer.lora import adapter_state_dict
+
+    save_file(adapter_state_dict(model), str(folder / _ADAPTER), metadata={"format": "pt"})
+    model.peft_config[model.active_adapter].save_pretrained(folder)
+    return [_ADAPTER, "adapter_config.json"]
 
 
 def _save_model_config(model: torch.nn.Module, folder: Path) -> list[str]:
@@ -373,7 +397,7 @@ def _validate(path: Path) -> dict:
             raise CheckpointError(
                 f"{file}: size {file.stat().st_size} bytes, the manifest says {size} (truncated?)"
             )
-    if _WEIGHTS not in manifest["files"]:
+    if _WEIGHTS not in manifest["files"] and _ADAPTER not in manifest["files"]:
         raise CheckpointError(f"{path / MANIFEST_NAME}: lists no {_WEIGHTS}")
     return manifest
 
@@ -433,6 +457,42 @@ def load_checkpoint(
         )
     manifest = _validate(path)
 
+    if _is_peft(model) or _ADAPTER in manifest["files"]:
+        _load_adapter(path, model, manifest)
+    else:
+        _load_weights(path, model)
+    return _load_rest(path, manifest, optimizer, scheduler, restore_rng)
+
+
+def _load_adapter(path: Path, model: Any, manifest: dict) -> None:
+    """A LoRA checkpoint into a peft model built with the same model.lora settings (CheckpointError otherwise)."""
+    from safetensors.torch import load_file
+
+    file = path / _ADAPTER
+    if _ADAPTER not in manifest["files"]:
+        raise CheckpointError(
+            f"{path}: holds full weights ({_WEIGHTS}), not a LoRA adapter; the run now has model.lora.r > 0 - "
+            "resume it with the settings it was started with"
+        )
+    if not _is_peft(model):
+        raise CheckpointError(
+            f"{file}: this checkpoint holds a LoRA adapter, the model has none; resume with the model.lora "
+            "settings the run was started with"
+        )
+    from conspo.trainer.lora import load_adapter_state_dict
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        state = load_file(str(file), device=str(device))
+    except Exception as e:
+        raise CheckpointError(f"{file}: cannot load the adapter: {e}") from e
+    try:
+        load_adapter_state_dict(model, state, str(file))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+
+
+def _load_weights(path: Path, model: torch.nn.Module) -> None:
     weights = path / _WEIGHTS
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
@@ -444,6 +504,10 @@ def load_checkpoint(
             f"{weights}: does not match the model (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
 
+
+def _load_rest(
+    path: Path, manifest: dict, optimizer: Any, scheduler: Any, restore_rng: bool
+) -> CheckpointState:
     if optimizer is not None:
         optimizer.load_state_dict(_torch_load(path, _OPTIMIZER, manifest))
     if scheduler is not None:

@@ -22,6 +22,7 @@ from conspo.rewards import RewardConfig  # the rewards layer's own config (no to
 
 __all__ = [
     "ModelConfig",
+    "LoRAConfig",
     "DataConfig",
     "RolloutConfig",
     "RewardConfig",
@@ -45,6 +46,55 @@ GENERATION_BACKENDS = ("hf", "kv_cache")
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA adapters (built with ``peft``, the ``[peft]`` extra): train low-rank updates instead of all weights.
+
+    Off by default (``r=0``). With ``r > 0`` only the adapter (and ``modules_to_save``) is trained and in the
+    optimizer; the base weights stay frozen, and the KL reference is the same model with its adapters disabled.
+    """
+
+    r: int = field(
+        default=0,
+        metadata=_help(
+            "LoRA rank; 0 = off (full fine-tuning). 8-64 is usual (verl: actor_rollout_ref.model.lora_rank; TRL: "
+            "peft_config.r)."
+        ),
+    )
+    alpha: float | None = field(
+        default=None,
+        metadata=_help(
+            "LoRA alpha: the update is scaled by alpha / r; None = 2 x r (a scale of 2, a common choice)."
+        ),
+    )
+    dropout: float = field(
+        default=0.0, metadata=_help("Dropout on the adapter's input, in [0, 1) (peft's lora_dropout).")
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Module names (suffixes) that get adapters, or ['all-linear']; None = every attention and MLP "
+            "projection for Llama / Qwen2 / Qwen3 / Mistral / Gemma / Phi-3 (LoRA on the MLP matters for RL), "
+            "else peft's default for the model type, else all-linear. Names the model lacks are refused."
+        ),
+    )
+    modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (peft's modules_to_save)."
+        ),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
+
+    @property
+    def scale_alpha(self) -> float:
+        """The alpha peft gets: ``alpha``, or 2 x r when None."""
+        return float(self.alpha) if self.alpha is not None else 2.0 * self.r
 
 
 @dataclass
@@ -76,8 +126,11 @@ class ModelConfig:
         default=None,
         metadata=_help(
             "Reference model for a KL term; None = a frozen copy of the initial policy. Loaded only when the "
-            "objective's KL coefficient is > 0."
+            "objective's KL coefficient is > 0; with LoRA, None = the policy with its adapters disabled (no copy)."
         ),
+    )
+    lora: LoRAConfig = field(
+        default_factory=LoRAConfig, metadata=_help("LoRA adapters instead of full fine-tuning.")
     )
 
 
@@ -295,7 +348,18 @@ class CheckpointConfig:
         metadata=_help("Save the best-evaluating policy to <run>/best (as the paper reports best)."),
     )
     save_final: bool = field(
-        default=True, metadata=_help("save_pretrained the final policy + tokenizer to <run>/final.")
+        default=True,
+        metadata=_help(
+            "save_pretrained the final policy + tokenizer to <run>/final (with LoRA: the adapter, which "
+            "conspo eval --model loads on its base model)."
+        ),
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata=_help(
+            "With LoRA: also write <run>/final/merged, the base model with the adapter merged in (loads with "
+            "plain transformers, no peft). Needs model.lora.r > 0 and save_final."
+        ),
     )
 
 
@@ -455,6 +519,7 @@ class TrainConfig:
             )
         if self.data.max_train_problems is not None:
             _positive(self.data, "max_train_problems", "data.")
+        self._validate_lora()
         self._validate_objective()
         self._validate_data()
 
@@ -491,6 +556,44 @@ class TrainConfig:
                     "reward.custom_verifier",
                     f"{e} (the module must be importable from this process, e.g. on PYTHONPATH)",
                 ) from e
+
+    def _validate_lora(self) -> None:
+        lora = self.model.lora
+        if isinstance(lora.r, bool) or not isinstance(lora.r, int) or lora.r < 0:
+            raise ConfigError("model.lora.r", f"must be an integer >= 0 (0 = no LoRA); got {lora.r!r}")
+        if self.checkpoint.merge_lora and not lora.enabled:
+            raise ConfigError(
+                "checkpoint.merge_lora", "needs LoRA (model.lora.r > 0): there is no adapter to merge"
+            )
+        if not lora.enabled:
+            return
+        if lora.alpha is not None and not lora.alpha > 0:
+            raise ConfigError("model.lora.alpha", f"must be > 0 or None (= 2 x r); got {lora.alpha!r}")
+        if not 0.0 <= lora.dropout < 1.0:
+            raise ConfigError("model.lora.dropout", f"must be in [0, 1); got {lora.dropout!r}")
+        for key, names in (
+            ("target_modules", lora.target_modules),
+            ("modules_to_save", lora.modules_to_save),
+        ):
+            if names is None:
+                continue
+            if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ConfigError(f"model.lora.{key}", f"must be a list of module names; got {names!r}")
+        if lora.target_modules is not None and not lora.target_modules:
+            raise ConfigError(
+                "model.lora.target_modules", "must name at least one module (or be None for the default)"
+            )
+        if self.checkpoint.merge_lora and not self.checkpoint.save_final:
+            raise ConfigError(
+                "checkpoint.merge_lora", "needs checkpoint.save_final (it merges the final model)"
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise ConfigError(
+                "model.lora.r",
+                "LoRA needs the peft package: pip install 'conspo[peft]' (or peft>=0.21,<0.22)",
+            )
 
     def _validate_objective(self) -> None:
         self.build_objective()

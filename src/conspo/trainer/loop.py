@@ -420,6 +420,24 @@ class Trainer:
             self.tokenizer.save_pretrained(folder)
         self.dist.barrier()
 
+    def save_merged(self, adapter_dir: Path) -> Path:
+        """``adapter_dir/merged``: the base model with the adapter saved in ``adapter_dir`` merged in
+        (``checkpoint.merge_lora``; plain transformers weights, no peft needed to load them)."""
+        from conspo.trainer.lora import save_merged
+
+        out = adapter_dir / "merged"
+        if self.dist.is_main:
+            dtype = next(self.model.get_base_model().parameters()).dtype
+            save_merged(
+                adapter_dir,
+                out,
+                base=self.model_path,
+                dtype=dtype,
+                trust_remote_code=self.cfg.model.trust_remote_code,
+            )
+        self.dist.barrier()
+        return out
+
     # -- the loop -------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the reward function's verifier processes and unlock the run folder (``run()`` does both)."""
@@ -513,6 +531,8 @@ class Trainer:
             if cfg.checkpoint.save_final:
                 result.final_dir = self.run_dir / "final"
                 self.save_pretrained(result.final_dir)
+                if cfg.checkpoint.merge_lora:  # final/ holds the adapter; final/merged the merged model
+                    self.save_merged(result.final_dir)
             if dist.is_main:
                 self._write_run_card(result)
                 if cfg.logging.plot and cfg.logging.jsonl:

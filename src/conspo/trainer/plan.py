@@ -2,7 +2,8 @@
 
 Counts parameters on the ``meta`` device from the model's config (no weight download), and gives a
 rough memory estimate: fp32 master weights + gradients + AdamW moments (16 bytes/param), a frozen
-reference copy when the objective needs one, the logits of one micro-batch in fp32, and activations
+reference copy when the objective needs one (with LoRA, ``model.lora``: the frozen base weights, 16
+bytes per adapter parameter, and no reference copy: the reference is the base with the adapter disabled), the logits of one micro-batch in fp32, and activations
 (~ 34 bytes x hidden x layers per token without gradient checkpointing, ~ 2 x hidden x layers with it).
 
 The model's config is read from a local folder or the Hugging Face cache first. When that fails and the
@@ -54,6 +55,7 @@ class RunPlan:
     needs_old_logps: bool
     needs_ref_model: bool
     num_parameters: int | None
+    trainable_parameters: int | None  # == num_parameters without LoRA; the adapter's (+ modules_to_save) with
     vocab_size: int | None
     memory_gib: float | None
     memory_breakdown: dict[str, float]
@@ -62,6 +64,7 @@ class RunPlan:
     eval_problems: int | None = None
     data_notes: list[str] = field(default_factory=list)
     context: ContextCheck | None = None  # None: no model config or tokenizer to check with offline
+    lora_reference: bool = False  # the KL reference is the policy with its LoRA adapter disabled (no copy)
 
 
 @dataclass(frozen=True)
@@ -217,8 +220,12 @@ def _read_config(cfg: TrainConfig) -> tuple[Any, str]:
     return AutoConfig.from_pretrained(name, trust_remote_code=remote), ""
 
 
-def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, int | None, str, Any]:
-    """(parameters, vocab, hidden, layers, note, the transformers config or None) from the config alone."""
+def _model_shape(
+    cfg: TrainConfig,
+) -> tuple[int | None, int | None, int | None, int | None, str, Any, int | None]:
+    """(parameters, vocab, hidden, layers, note, the transformers config or None, trainable parameters) from
+    the config alone; with LoRA the adapter is built on the meta device too (a module name the model lacks
+    raises ConfigError naming ``model.lora.target_modules``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -237,6 +244,12 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
                     config, trust_remote_code=cfg.model.trust_remote_code
                 )
         n = sum(p.numel() for p in model.parameters())
+        trainable = n
+        if cfg.model.lora.enabled:
+            from conspo.trainer.lora import apply_lora, trainable_parameters
+
+            with torch.device("meta"):
+                trainable = trainable_parameters(apply_lora(cfg.model.lora, model))[0]
         text = getattr(config, "get_text_config", lambda: config)()
         return (
             n,
@@ -245,7 +258,10 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
             getattr(text, "num_hidden_layers", None),
             note,
             None if note else config,  # a published shape's built config has no real context length
+            trainable,
         )
+    except ConfigError:
+        raise
     except Exception as e:  # offline, unknown architecture: the plan is still useful without memory
         return (
             None,
@@ -253,6 +269,7 @@ def _model_shape(cfg: TrainConfig) -> tuple[int | None, int | None, int | None, 
             None,
             None,
             f"model config not readable ({type(e).__name__}: {e}); no memory estimate",
+            None,
             None,
         )
 
@@ -292,7 +309,7 @@ def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
     micro = min(b.micro_batch_size or mb_rows, mb_rows)  # >= the mini-batch: one micro-batch
     needs_old = bool(getattr(objective, "needs_old_logps", False)) and b.mini_batches > 1
     needs_ref = bool(getattr(objective, "needs_ref_logps", False))
-    n, vocab, hidden, layers, note, model_config = _model_shape(cfg)
+    n, vocab, hidden, layers, note, model_config, trainable = _model_shape(cfg)
     context = None
     if model_config is not None:
         tokenizer = _offline_tokenizer(cfg)
@@ -308,9 +325,17 @@ def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
     if n is not None:
         seq = cfg.rollout.max_new_tokens + 256  # INFERRED typical prompt length for the estimate
         weight_bytes = 2 if cfg.model.dtype in ("bfloat16", "float16") else 4
-        breakdown["weights+grads+adamw"] = n * (weight_bytes + weight_bytes + 8) / GiB
-        if needs_ref:
-            breakdown["reference model"] = n * weight_bytes / GiB
+        if cfg.model.lora.enabled and trainable is not None:
+            # Frozen base weights; gradients and AdamW moments for the adapter only. The KL reference is the
+            # same weights with the adapter disabled: no copy.
+            breakdown["weights (frozen base)"] = (n - trainable) * weight_bytes / GiB
+            breakdown["adapter+grads+adamw"] = trainable * (weight_bytes + weight_bytes + 8) / GiB
+            if needs_ref and cfg.model.ref_model is not None:
+                breakdown["reference model"] = n * weight_bytes / GiB
+        else:
+            breakdown["weights+grads+adamw"] = n * (weight_bytes + weight_bytes + 8) / GiB
+            if needs_ref:
+                breakdown["reference model"] = n * weight_bytes / GiB
         if vocab:
             breakdown["logits (one micro-batch, fp32)"] = (
                 micro * (cfg.rollout.max_new_tokens + 1) * vocab * 4 / GiB
@@ -333,6 +358,7 @@ def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         needs_old_logps=needs_old,
         needs_ref_model=needs_ref,
         num_parameters=n,
+        trainable_parameters=trainable,
         vocab_size=vocab,
         memory_gib=total,
         memory_breakdown=breakdown,
@@ -341,6 +367,7 @@ def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         eval_problems=len(evals),
         data_notes=data_notes,
         context=context,
+        lora_reference=needs_ref and cfg.model.lora.enabled and cfg.model.ref_model is None,
     )
 
 
@@ -355,7 +382,8 @@ def format_plan(plan: RunPlan) -> str:
         f"per optimizer step   {plan.micro_batches_per_optimizer_step} micro-batches of {plan.rows_per_micro_batch}"
         " rows per process",
         f"old log-probs        {'yes' if plan.needs_old_logps else 'no (on-policy)'}",
-        f"reference model      {'yes' if plan.needs_ref_model else 'no'}",
+        f"reference model      {'yes' if plan.needs_ref_model else 'no'}"
+        + (" (the policy with its LoRA adapter disabled: no copy)" if plan.lora_reference else ""),
     ]
     train = "not read" if plan.train_problems is None else f"{plan.train_problems} problems"
     lines.append(
@@ -372,6 +400,11 @@ def format_plan(plan: RunPlan) -> str:
     lines += [f"note                 {n}" for n in plan.data_notes]
     if plan.num_parameters is not None:
         lines.append(f"parameters           {plan.num_parameters / 1e6:.2f}M (vocab {plan.vocab_size})")
+        t = plan.trainable_parameters
+        if t is not None and t != plan.num_parameters:
+            lines.append(
+                f"trainable            {t / 1e6:.2f}M ({100 * t / plan.num_parameters:.2f}%: LoRA adapter)"
+            )
     if plan.memory_gib is not None:
         lines.append(f"memory per process   ~{plan.memory_gib:.2f} GiB (rough)")
         lines += [f"  {k:<34} {v:.3f} GiB" for k, v in plan.memory_breakdown.items()]

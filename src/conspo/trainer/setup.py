@@ -73,14 +73,23 @@ def load_policy(cfg: TrainConfig, dist: Distributed) -> tuple[Any, Any, str]:
         cfg.model.tokenizer or path, trust_remote_code=cfg.model.trust_remote_code
     )
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable()  # also makes the embeddings' output require grad (peft needs it)
         model.config.use_cache = False
+    if cfg.model.lora.enabled:  # base frozen, only the adapter trainable (and so in the optimizer)
+        from conspo.trainer.lora import apply_lora
+
+        model = apply_lora(cfg.model.lora, model)
     model.train()
     return model, tokenizer, str(path)
 
 
 def load_reference(cfg: TrainConfig, policy: Any, device: torch.device) -> Any:
-    """A frozen reference policy: ``model.ref_model`` or a copy of the initial policy."""
+    """A frozen reference policy: ``model.ref_model`` or a copy of the initial policy; with LoRA (and no
+    ``model.ref_model``) the policy itself with its adapters disabled, which is the initial policy without a copy."""
+    if cfg.model.ref_model is None and cfg.model.lora.enabled:
+        from conspo.trainer.lora import AdapterDisabled
+
+        return AdapterDisabled(policy)
     if cfg.model.ref_model is None:
         ref = copy.deepcopy(policy)
     else:
