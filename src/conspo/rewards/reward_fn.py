@@ -35,7 +35,8 @@ class RewardConfig:
     rel_tol: float = field(
         default=DEFAULT_REL_TOL,
         metadata={
-            "help": "Relative tolerance for non-integer numeric answers; integers compare exactly (INFERRED)."
+            "help": "Relative tolerance when a decimal is compared (together with half a unit in its last written "
+            "place); integers, fractions and other exact forms compare exactly (INFERRED; docs/rewards.md)."
         },
     )
     think: str = field(
