@@ -88,15 +88,30 @@ train(load_config(TrainConfig, None, sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, policy):
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param([], id="full"),
+        # LoRA: the checkpoint holds the adapter and its AdamW state; the base is reloaded from the folder.
+        pytest.param(["model.lora.r=4", "optim.lr=5e-3"], id="lora"),
+    ],
+)
+def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, policy, variant):
     """A real kill: the training process gets SIGKILL once a checkpoint exists; --resume finishes the run."""
     import signal
     import subprocess
     import sys
     import time
 
-    overrides = [*RUN, "steps=6", f"output_dir={tmp_path}", f"model.name_or_path={tmp_path / 'policy'}"]
+    overrides = [
+        *RUN,
+        "steps=6",
+        f"output_dir={tmp_path}",
+        f"model.name_or_path={tmp_path / 'policy'}",
+        *variant,
+    ]
     straight = Trainer(load_config(TrainConfig, None, [*overrides, "run_name=straight"]))
+    initial = [p.detach().clone() for p in straight.model.parameters()]
     straight.run()
 
     script = tmp_path / "killed.py"
@@ -122,5 +137,10 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, policy):
     resumed = Trainer(load_config(TrainConfig, None, [*overrides, "run_name=killed"]), resume=True)
     assert 2 <= resumed.step_index < 6
     resumed.run()
-    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+    if variant:
+        assert (latest_checkpoint(run_dir) / "adapter_model.safetensors").is_file()
+    changed = False
+    for a, b, p0 in zip(straight.model.parameters(), resumed.model.parameters(), initial, strict=True):
         assert torch.equal(a, b)
+        changed |= not torch.equal(a, p0)
+    assert changed, "training must have moved the weights for the comparison to mean anything"
