@@ -179,9 +179,9 @@ def use_clock(name: str):
     """
     if name == "wall":
         return time.perf_counter
-    import conspo.trainer.loop as loop
+    import conspo.trainer.phases as phases
 
-    loop.time = _ClockedTime(time.process_time)
+    phases.time = _ClockedTime(time.process_time)
     return time.process_time
 
 
