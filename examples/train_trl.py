@@ -40,7 +40,11 @@ from transformers import AutoTokenizer
 
 from conspo.config import load_config
 from conspo.data import load_problems, render_prompt
-from conspo.integrations.trl import ConSPOTrainer, conspo_config_from_train_config
+from conspo.integrations.trl import (
+    ConSPOTrainer,
+    conspo_config_from_train_config,
+    peft_config_from_train_config,
+)
 from conspo.rewards import build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig
 
@@ -96,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         for key in SHOWN:
             value = getattr(trl_args, key)
             print(f"{key:<28} {getattr(value, 'value', value)}")  # enums by their value
+        peft_config = peft_config_from_train_config(cfg)
+        if peft_config is not None:
+            targets = peft_config.target_modules
+            targets = sorted(targets) if isinstance(targets, (set, list)) else targets
+            print(f"{'peft_config':<28} LoraConfig(r={peft_config.r}, lora_alpha={peft_config.lora_alpha}, "
+                  f"lora_dropout={peft_config.lora_dropout}, target_modules={targets})")  # fmt: skip
         return 0
 
     threads = cfg.num_threads or (1 if cfg.model.name_or_path == TESTBED else None)
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             args=trl_args,
             train_dataset=dataset,
             processing_class=tokenizer,
+            peft_config=peft_config_from_train_config(cfg, model_path),  # model.lora (None: full fine-tuning)
         )
         trainer.train()
     finally:

@@ -56,6 +56,7 @@ __all__ = [
     "ConSPOTrainer",
     "check_trl_internals",
     "conspo_config_from_train_config",
+    "peft_config_from_train_config",
 ]
 
 TESTED_TRL_VERSIONS = (">=1.16", "<1.17")
@@ -502,6 +503,11 @@ TRAIN_CONFIG_MAPPING: dict[str, str] = {
     "checkpoint.every, checkpoint.keep_last": "save_strategy / save_steps (every x mini_batches), "
     "save_total_limit",
     "logging.tensorboard, logging.wandb, logging.progress": "report_to, disable_tqdm (logging_steps=1)",
+    "model.lora.r, model.lora.alpha, model.lora.dropout, model.lora.target_modules, model.lora.modules_to_save": (
+        "not a ConSPOConfig field: peft_config_from_train_config(cfg) gives the peft.LoraConfig "
+        "(r, lora_alpha, lora_dropout, target_modules with conspo's per-architecture default, modules_to_save) that "
+        "examples/train_trl.py passes as ConSPOTrainer(peft_config=...); None when model.lora.r = 0"
+    ),
 }
 """How each ``TrainConfig`` field reaches :class:`ConSPOConfig`."""
 
@@ -518,6 +524,9 @@ TRAIN_CONFIG_NOT_MAPPED: dict[str, str] = {
     "(checkpoint.every), so set that to bound lost work",
     "logging.jsonl, logging.plot, logging.wandb_project": "TRL logs through report_to (and trainer_state.json "
     "in its checkpoints); W&B reads WANDB_PROJECT",
+    "checkpoint.merge_lora": "TRL saves the adapter (adapter_config.json + adapter_model.safetensors); "
+    "`conspo eval --model` reads that folder as it is (base from adapter_config.json), or merge it with peft's "
+    "merge_and_unload",
 }
 """Fields that do not change the update and are not ConSPOConfig options."""
 
@@ -570,6 +579,38 @@ def _objective_options(cfg: TrainConfig) -> dict[str, Any]:
             options[key] = params.pop(key, defaults[key])
     options["objective_kwargs"] = params or None
     return options
+
+
+def peft_config_from_train_config(cfg: TrainConfig, model_path: str | None = None) -> Any | None:
+    """The ``peft.LoraConfig`` of ``cfg.model.lora`` for ``ConSPOTrainer(peft_config=...)``, or None without LoRA.
+
+    The same LoraConfig ``conspo train`` builds (``conspo.trainer.lora.peft_lora_config``): with
+    ``target_modules`` None the default for the model's type, read from ``model_path`` (default
+    ``model.name_or_path``) without a download, else conspo's table of the recipes' published shapes, else
+    ``all-linear``.
+    """
+    lora = cfg.model.lora
+    if not lora.enabled:
+        return None
+    from conspo.trainer.lora import peft_lora_config
+
+    return peft_lora_config(
+        lora, _model_type(model_path or cfg.model.name_or_path, cfg.model.trust_remote_code)
+    )
+
+
+def _model_type(name_or_path: str, trust_remote_code: bool) -> str | None:
+    from transformers import AutoConfig
+
+    from conspo.trainer.plan import published_config
+
+    try:
+        return AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, local_files_only=True
+        ).model_type
+    except Exception:  # not local: the published shape, if it is a recipe model
+        config = published_config(name_or_path)
+        return None if config is None else config.model_type
 
 
 def conspo_config_from_train_config(
