@@ -23,6 +23,13 @@ conspo's update takes the credit from the gradient forward when one micro-batch 
 forward per optimizer step, as here); ``--two-pass`` forces the previous separate no-grad credit forward, for
 before/after comparisons.
 
+``--lora`` compares ConSPO without and with LoRA (``model.lora.r = --lora-rank``, the default target modules:
+every attention and MLP projection) on the same settings: step time, peak memory and trainable parameters.
+
+    python benchmarks/train_step.py --lora                                  # the testbed policy
+    python benchmarks/train_step.py --lora --model-config 0.5b --prompts 2 --group-size 4 --max-new-tokens 16 \
+        --steps 2 --rounds 1                                                # a 0.5B shape on CPU, a few steps
+
 ``--model-config 0.5b`` builds a Llama with Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 heads, 2 KV heads,
 vocab 151936) from a config in code, random weights, nothing from the hub. Random weights never answer
 correctly, so that mode uses ``--reward parity`` (a deterministic pseudo-random 0/1 reward) for all systems.
@@ -44,7 +51,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("conspo-conspo", "conspo-grpo", "trl-grpo")
+SYSTEMS = ("conspo-conspo", "conspo-grpo", "trl-grpo", "conspo-conspo-lora")
+DEFAULT_SYSTEMS = SYSTEMS[:3]
+LORA_SYSTEMS = ("conspo-conspo", "conspo-conspo-lora")  # --lora: ConSPO without and with LoRA
 TARGET_RATIO = 0.8  # the issue's target: conspo's step at most 0.8x TRL's
 
 
@@ -192,8 +201,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
-    """conspo's own trainer: ``Trainer.step()`` with its phase timers."""
+def run_conspo(args: argparse.Namespace, objective: str, lora_rank: int = 0) -> dict[str, Any]:
+    """conspo's own trainer: ``Trainer.step()`` with its phase timers (``lora_rank > 0``: with LoRA)."""
     from conspo.trainer.config import TrainConfig
     from conspo.trainer.loop import Trainer
 
@@ -217,6 +226,7 @@ def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
     cfg.batch.filter_groups = not args.no_filter
     cfg.reward.num_workers = 1
     cfg.reward.timeout = 5.0
+    cfg.model.lora.r = lora_rank
     use_clock(args.clock)
     Trainer.fuse_credit_forward = not args.two_pass
     trainer = Trainer(cfg)
@@ -243,7 +253,8 @@ def run_conspo(args: argparse.Namespace, objective: str) -> dict[str, Any]:
                     "accuracy": m.get("reward/accuracy", float("nan")),
                 }
             )
-    return {"steps": steps, **peak_memory(args.device)}
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {"steps": steps, "trainable_params": trainable, **peak_memory(args.device)}
 
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
@@ -363,6 +374,8 @@ def child_main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.child == "trl-grpo":
         result = run_trl(args)
+    elif args.child.endswith("-lora"):
+        result = run_conspo(args, objective="conspo", lora_rank=args.lora_rank)
     else:
         result = run_conspo(args, objective=args.child.split("-", 1)[1])
     Path(args.json_out).write_text(json.dumps(result))
@@ -425,6 +438,8 @@ def summarize(results: dict[str, list[dict]], args: argparse.Namespace) -> list[
             "kept": statistics.mean(s["kept"] for s in steps),
             "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
         }
+        if "trainable_params" in runs[0]:
+            row["trainable_M"] = runs[0]["trainable_params"] / 1e6
         if args.device == "cuda":
             row["cuda_max_allocated_mib"] = max(run["cuda_max_allocated_mib"] for run in runs)
         table.append(row)
@@ -448,6 +463,8 @@ def print_table(table: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     if args.device == "cuda":
         cols.append("cuda_max_allocated_mib")
+    if all("trainable_M" in row for row in table):
+        cols.append("trainable_M")
     cols.append("vs_trl")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table:
@@ -481,7 +498,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reward", choices=("math", "parity"), default=None, help="default: math, parity for 0.5b"
     )
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help=f"default: {','.join(DEFAULT_SYSTEMS)}; with --lora {','.join(LORA_SYSTEMS)}",
+    )
+    parser.add_argument(
+        "--lora", action="store_true", help="ConSPO without and with LoRA (model.lora.r = --lora-rank)"
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=16, help="model.lora.r of the conspo-conspo-lora system"
+    )
     parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -538,9 +565,12 @@ def main(argv: list[str] | None = None) -> int:
         f"--update-mode={args.update_mode}",
         f"--backend={args.backend}",
         f"--clock={args.clock}",
+        f"--lora-rank={args.lora_rank}",
         *(["--no-filter"] if args.no_filter else []),
         *(["--two-pass"] if args.two_pass else []),
     ]
+    if args.systems is None:
+        args.systems = ",".join(LORA_SYSTEMS if args.lora else DEFAULT_SYSTEMS)
     systems = [s for s in args.systems.split(",") if s]
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
@@ -549,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         f"train step benchmark: device={args.device} model={args.model_config} P={args.prompts} "
         f"G={args.group_size} max_new_tokens={args.max_new_tokens} threads={args.threads} reward={args.reward} "
         f"update_mode={args.update_mode} backend={args.backend} two_pass={args.two_pass} filter_groups={not args.no_filter} clock={args.clock} "
-        f"steps={args.steps}+{args.warmup} warmup x {args.rounds} rounds; {platform.platform()}, "
+        f"steps={args.steps}+{args.warmup} warmup x {args.rounds} rounds"
+        + (f"; LoRA r={args.lora_rank}" if "conspo-conspo-lora" in systems else "")
+        + f"; {platform.platform()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     with tempfile.TemporaryDirectory(prefix="conspo-bench-") as tmp:
@@ -563,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(table, args)
     for row in table:
-        if row["system"].startswith("conspo"):
+        if row["system"].startswith("conspo") and row["vs_trl"] == row["vs_trl"]:  # not NaN: TRL ran
             verdict = "meets" if row["vs_trl"] <= TARGET_RATIO else "misses"
             print(
                 f"{row['system']}: {row['vs_trl']:.2f}x TRL's step time ({verdict} the {TARGET_RATIO}x target)"

@@ -329,7 +329,8 @@ def build_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
             # Frozen base weights; gradients and AdamW moments for the adapter only. The KL reference is the
             # same weights with the adapter disabled: no copy.
             breakdown["weights (frozen base)"] = (n - trainable) * weight_bytes / GiB
-            breakdown["adapter+grads+adamw"] = trainable * (weight_bytes + weight_bytes + 8) / GiB
+            # peft keeps the adapter in float32 on a bf16 / fp16 base (autocast_adapter_dtype)
+            breakdown["adapter+grads+adamw"] = trainable * 16 / GiB
             if needs_ref and cfg.model.ref_model is not None:
                 breakdown["reference model"] = n * weight_bytes / GiB
         else:
