@@ -83,7 +83,8 @@ class LoRAConfig:
     modules_to_save: list[str] = field(
         default_factory=list,
         metadata=_help(
-            "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (peft's modules_to_save)."
+            "Modules trained in full and saved with the adapter, e.g. ['lm_head'] (peft's modules_to_save; on "
+            "a model with tied embeddings peft warns that the trained copy is no longer tied)."
         ),
     )
 
