@@ -295,3 +295,40 @@ def test_dry_run_reports_trainable_parameters_and_lora_memory(tmp_path, random_p
     assert full.trainable_parameters == full.num_parameters
     assert "reference model" in full.memory_breakdown
     assert plan.memory_gib < full.memory_gib
+
+
+@pytest.mark.slow
+def test_conspo_eval_runs_on_the_adapter_folder(lora_run, tmp_path):
+    from conspo.cli import main
+
+    _, result, _, _ = lora_run
+    out = tmp_path / "eval"
+    argv = [
+        "eval",
+        "--model",
+        str(result.final_dir),
+        "--benchmarks",
+        "testbed:add",
+        "--limit",
+        "2",
+        "--n",
+        "1",
+    ]
+    argv += ["--max-new-tokens", "4", "--verifier-workers", "1", "--output-dir", str(out), "--quiet"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    [model] = report["models"]
+    assert model["model"] == str(result.final_dir) and model["benchmarks"]["testbed:add"]["problems"] == 2
+
+
+def test_lora_without_peft_installed_says_how_to_get_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"conspo\[peft\]") as info:
+        load_config(TrainConfig, None, ["model.lora.r=8"])
+    assert info.value.field == "model.lora.r"
+    load_config(TrainConfig)  # without LoRA peft is not needed

@@ -593,7 +593,7 @@ class TrainConfig:
         if importlib.util.find_spec("peft") is None:
             raise ConfigError(
                 "model.lora.r",
-                "LoRA needs the peft package: pip install 'conspo[peft]' (or peft>=0.21,<0.22)",
+                "LoRA needs the peft package: pip install 'conspo[peft]' (or peft>=0.13,<0.22)",
             )
 
     def _validate_objective(self) -> None:
