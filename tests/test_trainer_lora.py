@@ -332,3 +332,18 @@ def test_lora_without_peft_installed_says_how_to_get_it(monkeypatch):
         load_config(TrainConfig, None, ["model.lora.r=8"])
     assert info.value.field == "model.lora.r"
     load_config(TrainConfig)  # without LoRA peft is not needed
+
+
+def test_scoring_a_peft_model_skips_the_lm_head_on_the_prompt(random_policy):
+    """completion_logits passes logits_to_keep through peft's forward (and the reference's) to the base model."""
+    from conspo.rollout.logprobs import _accepts_logits_to_keep
+    from conspo.trainer.config import LoRAConfig
+    from conspo.trainer.lora import AdapterDisabled, apply_lora
+
+    model = apply_lora(LoRAConfig(r=4), _base(random_policy))
+    assert _accepts_logits_to_keep(model) and _accepts_logits_to_keep(AdapterDisabled(model))
+    ids = _ids(model.config.vocab_size)
+    with torch.no_grad():
+        kept = model(input_ids=ids, logits_to_keep=4).logits
+        full = model(input_ids=ids).logits
+    assert kept.shape[1] == 4 and torch.allclose(kept, full[:, -4:], atol=1e-6)
