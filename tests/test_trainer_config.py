@@ -186,5 +186,6 @@ def test_rollout_backends_match_the_rollout_layer_and_bad_ones_name_the_field():
 
     assert set(CONFIG_BACKENDS) == set(GENERATION_BACKENDS)
     assert load_config(TrainConfig, None, ["rollout.backend=kv_cache"]).rollout.backend == "kv_cache"
+    assert load_config(TrainConfig, None, ["rollout.backend=vllm"]).rollout.backend == "vllm"  # vllm lazily
     with pytest.raises(ConfigError, match=r"rollout\.backend"):
-        load_config(TrainConfig, None, ["rollout.backend=vllm"])
+        load_config(TrainConfig, None, ["rollout.backend=sglang"])

@@ -24,6 +24,7 @@ from conspo.rollout.logprobs import (
     selected_token_logprobs,
 )
 from conspo.rollout.seeded import row_uniforms, sample_from_uniforms
+from conspo.rollout.vllm import VLLMEngine, VLLMGenerator
 
 __all__ = [
     "GENERATION_BACKENDS",
@@ -34,6 +35,8 @@ __all__ = [
     "KVCacheGenerator",
     "Rollout",
     "SamplingParams",
+    "VLLMEngine",
+    "VLLMGenerator",
     "build_completion_batch",
     "completion_logprobs",
     "make_generator",

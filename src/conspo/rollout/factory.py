@@ -6,12 +6,14 @@ from typing import Any
 
 from conspo.rollout.hf import ChunkedGenerator, HFGenerator
 from conspo.rollout.kv_cache import KVCacheGenerator
+from conspo.rollout.vllm import VLLMGenerator  # imports vllm only when one is built
 
 __all__ = ["GENERATION_BACKENDS", "make_generator"]
 
 GENERATION_BACKENDS: dict[str, type[ChunkedGenerator]] = {
     "hf": HFGenerator,
     "kv_cache": KVCacheGenerator,
+    "vllm": VLLMGenerator,
 }
 """Backend names a config or a command line can use, and their classes."""
 
@@ -19,7 +21,8 @@ GENERATION_BACKENDS: dict[str, type[ChunkedGenerator]] = {
 def make_generator(
     model: Any, tokenizer: Any, backend: str = "hf", batch_size: int = 32, **kwargs: Any
 ) -> ChunkedGenerator:
-    """The generator named ``backend`` (``"hf"``: ``HFGenerator``, ``"kv_cache"``: ``KVCacheGenerator``).
+    """The generator named ``backend`` (``"hf"``: ``HFGenerator``, ``"kv_cache"``: ``KVCacheGenerator``,
+    ``"vllm"``: ``VLLMGenerator``, which builds a new engine unless ``engine=`` is passed).
 
     ``batch_size`` and ``kwargs`` (``add_special_tokens``, ``progress``; ``compact`` for ``kv_cache``) go
     to the class's constructor.

