@@ -61,6 +61,19 @@ def test_compare_runs_every_cell_writes_the_table_and_resumes(tmp_path, policy, 
     for seed in (0, 1):
         assert first_step("grpo", seed) == first_step("conspo:margin=none", seed)
 
+    # The paired report: each seed's runs share the held-out problems and draws, so the initial policy's
+    # held-out accuracy is the same number for both objectives, and the differences are over both seeds.
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"] == "grpo"
+    assert [(p["objective"], p["metric"], p["n"]) for p in report["paired"]] == [
+        ("conspo:margin=none", "final", 2),
+        ("conspo:margin=none", "auc", 2),
+    ]
+    rows = json.loads((out / "summary.json").read_text())["objectives"]
+    for seed in ("0", "1"):
+        assert rows[0]["per_seed"][seed]["initial"] == rows[1]["per_seed"][seed]["initial"]
+    assert "## Paired differences to `grpo`" in (out / "report.md").read_text()
+
     table = (out / "compare.md").read_text()
     assert "| `grpo` | 2 |" in table and "| `conspo:margin=none` | 2 |" in table
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
