@@ -54,8 +54,8 @@ __all__ = ["add_arguments", "build_runs", "run"]
 
 MANIFEST = "compare.json"
 # Held-out evaluation of a compare on the testbed unless told otherwise: 256 problems x 2 samples = 512 draws
-# (binomial sd <= 0.022 per accuracy, vs 0.031 for the trainer's 64 x 4); an evaluation costs about two
-# training steps (benchmarks/RESULTS.md).
+# (binomial sd <= 0.022 per accuracy, vs 0.031 for the trainer's 64 x 4); on varchain one costs about three
+# training steps of 8 prompts x 8 (benchmarks/RESULTS.md).
 EVAL_PROBLEMS = 256
 EVAL_SAMPLES = 2
 
