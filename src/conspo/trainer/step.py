@@ -417,6 +417,8 @@ def run_step(trainer: Trainer) -> dict[str, float]:
     # 3. group: keep the valid groups.
     with timer("group"):
         rows, metrics = group(trainer, rounds, gen_tokens)
+    if "rollout/logprob_mismatch" in gen_metrics:  # vllm: of the last round (this process)
+        metrics["rollout/logprob_mismatch"] = gen_metrics["rollout/logprob_mismatch"]
 
     # 4-5. credit and update, or a skipped step when no process kept a group.
     if rows is None:
