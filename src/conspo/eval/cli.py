@@ -91,9 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--batch-size", type=int, default=32, help="completions per generate call (default: 32)")
     r.add_argument(
         "--backend",
-        choices=["hf", "kv_cache"],
+        choices=["hf", "kv_cache", "vllm"],
         default="hf",
-        help="generation backend: hf (model.generate) or kv_cache (a bare KV-cache loop) (default: hf)",
+        help="generation backend: hf (model.generate), kv_cache (a bare KV-cache loop) or vllm (the trainer's "
+        "colocated vLLM engine; needs the [vllm] extra) (default: hf)",
     )
     r.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: auto)")
     r.add_argument(
@@ -356,6 +357,9 @@ def execute(plan: EvalPlan, args: argparse.Namespace, verifier: Any, log: Callab
                     f"({result.num_generated} generated, {result.num_cached} cached)"
                 )
         reports.append(report)
+        engine = getattr(generator, "engine", None)  # vllm: shut this model's engine down
+        if engine is not None:
+            engine.close()
         del model, generator  # free the weights before the next model loads
     return reports
 

@@ -41,6 +41,11 @@ MISSING_VLLM = (
 )
 
 
+CPU_DEFAULT_KV_CACHE_GB = 1.0
+"""KV-cache budget on CPU when none is configured (the testbed needs a few MiB; 1 GiB holds ~40K tokens of
+Qwen2.5-0.5B in float32)."""
+
+
 class VLLMEngineError(RuntimeError):
     """vLLM failed inside the engine (build, generation or weight sync); the message says which."""
 
@@ -77,8 +82,8 @@ class VLLMEngine:
 
     Args:
         model: the HF causal LM (the trainer's policy).
-        kv_cache_gb: KV-cache budget in GiB (``kv_cache_memory_bytes``); None = vLLM's own sizing (on GPU a
-            fraction ``gpu_memory_utilization`` of the device, on CPU ``VLLM_CPU_KVCACHE_SPACE`` or free RAM).
+        kv_cache_gb: KV-cache budget in GiB (``kv_cache_memory_bytes``); None = on GPU vLLM's own sizing (a
+            fraction ``gpu_memory_utilization`` of the device), on CPU ``CPU_DEFAULT_KV_CACHE_GB`` (1 GiB).
         gpu_memory_utilization: vLLM's fraction of GPU memory (GPU only); None = vLLM's default.
         max_model_len: longest prompt + completion; None = the model's ``max_position_embeddings``.
         seed: the engine's seed (each request is seeded on its own as well).
@@ -112,6 +117,10 @@ class VLLMEngine:
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if kv_cache_gb is None and on_cpu:
+            # vLLM's CPU default reserves 92% of RAM and refuses to start when less is free ("Available memory
+            # on node 0 ... is less than desired CPU memory utilization"): a fixed budget starts anywhere.
+            kv_cache_gb = CPU_DEFAULT_KV_CACHE_GB
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
         if gpu_memory_utilization is not None:

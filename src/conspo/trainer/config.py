@@ -222,8 +222,8 @@ class RolloutConfig:
     vllm_kv_cache_gb: float | None = field(
         default=None,
         metadata=_help(
-            "backend=vllm: the engine's KV-cache budget in GiB (vLLM's kv_cache_memory_bytes); None = vLLM's "
-            "own sizing (GPU: gpu_memory_utilization of the device; CPU: VLLM_CPU_KVCACHE_SPACE or free RAM)."
+            "backend=vllm: the engine's KV-cache budget in GiB (vLLM's kv_cache_memory_bytes); None = on GPU "
+            "vLLM's own sizing (gpu_memory_utilization of the device), on CPU 1 GiB."
         ),
     )
     vllm_gpu_memory_utilization: float | None = field(
