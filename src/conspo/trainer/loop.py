@@ -27,7 +27,7 @@ import torch
 from conspo.config import config_to_dict, dump_yaml
 from conspo.objectives import RolloutBatch
 from conspo.rewards import RewardFunction, build_reward_fn
-from conspo.trainer.config import TESTBED, TrainConfig, lr_at
+from conspo.trainer.config import TESTBED, TrainConfig
 from conspo.trainer.distributed import Distributed
 from conspo.trainer.plan import check_context
 from conspo.trainer.rollout_engine import close_rollout_engine, rollout_generator
@@ -41,6 +41,7 @@ from conspo.trainer.run_folder import (
     previous_run,
 )
 from conspo.trainer.setup import (
+    build_optimizer,
     load_policy,
     load_reference,
     load_run_problems,
@@ -198,21 +199,8 @@ class Trainer:
             if getattr(self.objective, "needs_ref_logps", False)
             else None
         )
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr,
-            betas=tuple(o.betas),
-            eps=o.eps,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_at(o, s, cfg.optimizer_steps)
-        )
-        self.autocast = torch.bfloat16 if (o.bf16 and self.device.type == "cuda") else None
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optim, cfg.optimizer_steps)
+        self.autocast = torch.bfloat16 if (cfg.optim.bf16 and self.device.type == "cuda") else None
         self.step_index = 0  # RL steps done
         self.cursor = 0  # prompts consumed from the (epoch-shuffled) training order
         self.template = prompt_template(cfg)

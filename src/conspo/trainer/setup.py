@@ -1,4 +1,4 @@
-"""What a run needs before its first step: run folder, policy, reference model, problems, template."""
+"""What a run needs before its first step: run folder, policy, reference model, problems, template, optimizer."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from conspo.trainer.config import TESTBED, TrainConfig
+from conspo.trainer.config import TESTBED, OptimConfig, TrainConfig, lr_at
 from conspo.trainer.distributed import Distributed
 
 __all__ = [
+    "build_optimizer",
     "load_policy",
     "load_reference",
     "load_run_problems",
@@ -203,3 +204,22 @@ def warn_train_eval_overlap(train: list[Any], evals: list[Any], log: bool = True
             ", ..." if len(found) > 3 else "",
         )
     return len(found)
+
+
+def build_optimizer(
+    model: Any, optim: OptimConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the trainable parameters and the learning-rate schedule of ``optim`` over ``total_steps``
+    optimizer steps. Weight decay applies to matrices only (biases and norm weights get none)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim.lr,
+        betas=tuple(optim.betas),
+        eps=optim.eps,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(optim, s, total_steps))
+    return optimizer, scheduler
