@@ -16,7 +16,7 @@ FLOORS: dict[str, set[str]] = {
     "conspo.objectives": set(),
     "conspo.config": set(),
     "conspo.rewards": {"conspo.config"},
-    "conspo.data": {"conspo.config", "conspo.testbed"},
+    "conspo.data": {"conspo.config"},
     "conspo.testbed": {"conspo.config", "conspo.data", "conspo.rewards"},
     "conspo.rollout": set(),
     "conspo.eval": {"conspo.config", "conspo.data", "conspo.rewards", "conspo.rollout"},

@@ -19,7 +19,16 @@ from conspo.data.loading import (
 )
 from conspo.data.overlap import Overlap, check_overlap, normalize_problem_text
 from conspo.data.problem import Problem
-from conspo.data.registry import DatasetSpec, get_dataset_spec, list_datasets, register_dataset
+from conspo.data.registry import (
+    DatasetSpec,
+    ProblemSource,
+    get_dataset_spec,
+    get_source,
+    list_datasets,
+    list_sources,
+    register_dataset,
+    register_source,
+)
 from conspo.data.templates import (
     PromptTemplate,
     get_template,
@@ -37,18 +46,22 @@ __all__ = [
     "NotLocalError",
     "Overlap",
     "Problem",
+    "ProblemSource",
     "PromptTemplate",
     "RowIssue",
     "check_overlap",
     "get_dataset_spec",
+    "get_source",
     "get_template",
     "list_datasets",
+    "list_sources",
     "list_templates",
     "load_problems",
     "load_template_file",
     "normalize_problem_text",
     "read_problems",
     "register_dataset",
+    "register_source",
     "register_template",
     "render_prompt",
 ]

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conspo.data.problem import Problem
-from conspo.data.registry import ANSWER_TRANSFORMS, DATA_DIR_ENV, DatasetSpec, get_dataset_spec, list_datasets
+from conspo.data.registry import (
+    ANSWER_TRANSFORMS,
+    DATA_DIR_ENV,
+    SOURCE_PROVIDERS,
+    DatasetSpec,
+    get_dataset_spec,
+    get_source,
+    list_datasets,
+    list_sources,
+)
 
 __all__ = [
     "DataError",
@@ -346,8 +355,11 @@ def read_problems(
         return _validate(_file_rows(path, split), source=path.stem, columns=columns, limit=limit)
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a file, or a registry name with data_dir={str(path)!r}")
-    if text.startswith("testbed:"):
-        problems, report = _testbed_problems(text, split)
+    prefix, colon, _ = text.partition(":")
+    source = get_source(prefix) if colon else None
+    if source is not None:  # "<prefix>:..." made by another package (testbed:<task>)
+        problems = source.load(text, split)
+        report = LoadReport(source=text, rows=len(problems), kept=len(problems))
         return (problems, report) if limit is None else (problems[:limit], report)
     spec = get_dataset_spec(text)
     if spec is not None:
@@ -368,7 +380,8 @@ def read_problems(
         )
     raise DataError(
         f"unknown problem set {text!r}: not a file, not a registered name ({', '.join(list_datasets())}), "
-        "not testbed:<task>, and not a hub id (owner/name)"
+        f"not a source ({', '.join(f'{p}:...' for p in sorted({*SOURCE_PROVIDERS, *list_sources()}))}), "
+        "and not a hub id (owner/name)"
     )
 
 
@@ -413,27 +426,6 @@ def _registry_problems(
     return _validate(
         rows, source=spec.name, columns=mapping, answer_transform=spec.answer_transform, limit=limit
     )
-
-
-def _testbed_problems(name: str, split: str | None) -> tuple[list[Problem], LoadReport]:
-    # testbed:<task>[:<difficulty>[:<count>]]; e.g. testbed:add:3:500 -> 500 problems of 3-digit addition.
-    from conspo.testbed.tasks import make_task
-
-    parts = name.split(":")[1:]
-    try:
-        task = make_task(parts[0], difficulty=int(parts[1]) if len(parts) > 1 and parts[1] else None)
-        count = int(parts[2]) if len(parts) > 2 else (1000 if split in (None, "train") else 200)
-    except (IndexError, ValueError) as exc:
-        raise DataError(
-            f"bad testbed set {name!r} (use testbed:<task>[:<difficulty>[:<count>]]): {exc}"
-        ) from None
-    if split in (None, "train"):
-        problems = task.train_problems(count)
-    elif split in ("eval", "test", "validation"):
-        problems = task.eval_problems(count)
-    else:
-        raise DataError(f"testbed sets have splits train and eval (or test), not {split!r}")
-    return problems, LoadReport(source=name, rows=len(problems), kept=len(problems))
 
 
 def load_problems(

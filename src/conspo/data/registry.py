@@ -8,12 +8,24 @@ file is called in a local data folder (the JSON Lines files of ``shared/data``, 
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DATA_DIR_ENV", "DatasetSpec", "get_dataset_spec", "list_datasets", "register_dataset"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "SOURCE_PROVIDERS",
+    "DatasetSpec",
+    "ProblemSource",
+    "get_dataset_spec",
+    "get_source",
+    "list_datasets",
+    "list_sources",
+    "register_dataset",
+    "register_source",
+]
 
 DATA_DIR_ENV = "CONSPO_DATA_DIR"
 
@@ -107,6 +119,55 @@ def get_dataset_spec(name: str) -> DatasetSpec | None:
 def list_datasets() -> dict[str, DatasetSpec]:
     """Every registered set, by name."""
     return dict(sorted(_REGISTRY.items()))
+
+
+# ---- problem sources: "<prefix>:..." names whose problems another package makes ---------------------------
+
+
+@dataclass(frozen=True)
+class ProblemSource:
+    """Problems named ``<prefix>:<rest>``, made by a package above the data layer (the testbed's tasks)."""
+
+    prefix: str
+    load: Callable[[str, str | None], list[Any]]
+    """(the whole name, the split or None) -> problems; raises ``DataError`` naming what is wrong."""
+    description: str = ""
+
+
+_SOURCES: dict[str, ProblemSource] = {}
+
+SOURCE_PROVIDERS: dict[str, str] = {"testbed": "conspo.testbed.problem_sets"}
+"""The module that registers each built-in prefix's source when imported. The data layer imports it by name
+the first time such a name is loaded (as a packaging entry point would): it holds none of that code and
+imports nothing above it at import time."""
+
+
+def register_source(
+    prefix: str,
+    load: Callable[[str, str | None], list[Any]],
+    description: str = "",
+    *,
+    overwrite: bool = False,
+) -> ProblemSource:
+    """Serve ``load_problems("<prefix>:...")`` with ``load`` (refuses a taken prefix unless ``overwrite``)."""
+    if not prefix or ":" in prefix:
+        raise ValueError(f"a source prefix is a non-empty name without ':', got {prefix!r}")
+    if prefix in _SOURCES and not overwrite and _SOURCES[prefix].load is not load:
+        raise ValueError(f"problem source {prefix!r} is already registered")
+    _SOURCES[prefix] = ProblemSource(prefix, load, description)
+    return _SOURCES[prefix]
+
+
+def get_source(prefix: str) -> ProblemSource | None:
+    """The source registered for ``prefix`` (importing its built-in provider on first use), or None."""
+    if prefix not in _SOURCES and prefix in SOURCE_PROVIDERS:
+        importlib.import_module(SOURCE_PROVIDERS[prefix])
+    return _SOURCES.get(prefix)
+
+
+def list_sources() -> dict[str, ProblemSource]:
+    """Every source registered so far, by prefix (built-in providers not yet used are not imported)."""
+    return dict(sorted(_SOURCES.items()))
 
 
 _QA = {"problem": "question", "answer": "answer"}
