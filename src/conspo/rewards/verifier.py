@@ -4,6 +4,10 @@ The cheap work (extraction, normalized-string and numeric equality) happens in t
 only what needs math-verify (or a user's verifier) goes to a worker. A worker that runs past the
 timeout is killed and replaced, one that dies is replaced; either way its item gets a ``timeout`` /
 ``error`` verdict and the batch goes on.
+
+Why one file of about 500 lines: the pool is one state machine (the pre-warmed zygote, the workers,
+dispatch, the timeout kill and replacement, shutdown) whose parts share its queues and locks; split, the one
+invariant that every item gets exactly one verdict would be spread over several files.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ Distributed use (accelerate): call `save_checkpoint` on every process with
 (``accelerator.unwrap_model(model)``; unwrapping is the caller's job), then ``accelerator.wait_for_everyone()``
 before any process reads the folder. Only the main process writes. The RNG states saved are the main
 process's; on the other processes load with ``restore_rng=False`` and re-seed from (seed, rank, step).
+
+Why one file of about 560 lines: the writer, the reader and the validator of one folder format live together,
+so they cannot disagree about it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ calls it ``cfg.steps`` times, evaluating and checkpointing in between. What the 
 value network, no reward model, no rollout/training overlap (generation and update alternate on the same
 weights), and no importance correction unless the objective uses ratios AND a rollout batch feeds more than
 one optimizer step. Progress lambda = step / steps drives the margin schedule.
+
+Why one file of about 580 lines: the ``Trainer``'s state (model, optimizer, data cursor, evaluation history,
+run-folder lock, signals) is shared by setup, evaluation, checkpoints and the run loop; the step is in
+``step.py``, the builders in ``setup.py``.
 """
 
 from __future__ import annotations
