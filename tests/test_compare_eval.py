@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from conspo.compare import EVAL_PROBLEMS, EVAL_SAMPLES, _base_config, add_arguments
+from conspo.compare.cli import EVAL_PROBLEMS, EVAL_SAMPLES, _base_config, add_arguments
 
 
 def base(*argv: str):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from conspo.trainer.plots import _mean_band, _resolve_panels, plot_compare, plot_training_curves
+from conspo.compare.plots import _mean_band, plot_compare
+from conspo.trainer.plots import _resolve_panels, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("conspo.trainer.cli", "train a causal LM with ConSPO or a baseline objective"),
     "eval": ("conspo.eval.cli", "evaluate checkpoints on math benchmarks (avg@k, pass@k, maj@k)"),
-    "compare": ("conspo.compare", "compare objectives side by side on the CPU testbed"),
+    "compare": ("conspo.compare.cli", "compare objectives side by side on the CPU testbed"),
     "testbed": ("conspo.testbed.cli", "build the built-in CPU testbed (tasks and tiny warm-started policy)"),
 }
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from conspo.trainer.logging import metric_series
+
 __all__ = [
     "ACCURACY_KEY",
     "DIAGNOSTICS",
@@ -61,18 +63,6 @@ class ObjectiveSummary:
     per_seed: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [
-        (r["step"], float(r[key]))
-        for r in rows
-        if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and math.isfinite(r[key])
-    ]
-    # the last value logged at a step wins (a resumed run may repeat one)
-    by_step = dict(pts)
-    steps = np.array(sorted(by_step), dtype=float)
-    return steps, np.array([by_step[s] for s in sorted(by_step)], dtype=float)
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float, float] | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -83,7 +73,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float] | None:
 
 def seed_metrics(rows: Sequence[Mapping[str, Any]], target: float | None) -> dict[str, Any]:
     """The per-seed numbers of one run's metric rows (see the module docstring)."""
-    steps, acc = _series(rows, ACCURACY_KEY)
+    steps, acc = metric_series(rows, ACCURACY_KEY)
     out: dict[str, Any] = {"initial": None, "final": None, "best": None, "auc": None, "steps_to_target": None}
     if len(steps):
         out["initial"] = float(acc[0]) if steps[0] == 0 else None
@@ -95,7 +85,7 @@ def seed_metrics(rows: Sequence[Mapping[str, Any]], target: float | None) -> dic
         if target is not None:
             hit = np.nonzero(acc >= target)[0]
             out["steps_to_target"] = float(steps[hit[0]]) if len(hit) else None
-    r_steps, reward = _series(rows, REWARD_KEY)
+    r_steps, reward = metric_series(rows, REWARD_KEY)
     if len(r_steps):
         tail = reward[r_steps >= r_steps[-1] - (r_steps[-1] - r_steps[0]) * 0.25]
         out["reward"] = float(tail.mean())
@@ -222,7 +212,7 @@ def _windowed(rows: Sequence[Mapping[str, Any]], key: str, width: int) -> list[d
     Training metrics are missing at skipped steps (no valid group), at different steps for different seeds;
     window means give every seed a value at the same steps, so the mean over seeds is over all of them.
     """
-    steps, values = _series([r for r in rows if r.get("step", 0) > 0], key)
+    steps, values = metric_series([r for r in rows if r.get("step", 0) > 0], key)
     if not len(steps):
         return []
     bins = np.ceil(steps / width).astype(int) * width
@@ -237,7 +227,7 @@ def plot_all(
     Held-out accuracy is drawn at its evaluated steps; the training metrics as means over windows of
     ``window`` steps (default: about 10 windows over the run), see ``_windowed``.
     """
-    from conspo.trainer.plots import plot_compare
+    from conspo.compare.plots import plot_compare
 
     grouped = {name: list(seeds.values()) for name, seeds in runs.items() if seeds}
     if not grouped:

@@ -23,11 +23,13 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["METRICS_FILE", "MetricsLogger", "TrainProgress", "read_metrics"]
+import numpy as np
+
+__all__ = ["METRICS_FILE", "MetricsLogger", "TrainProgress", "metric_series", "read_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
 """Name of the JSON Lines metrics file inside the run folder."""
@@ -49,6 +51,21 @@ def _scalar(value: Any) -> Any:
     raise TypeError(
         f"metric values must be numbers, strings or one-element tensors; got {type(value).__name__}"
     )
+
+
+def metric_series(rows: Sequence[Mapping], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one metric over ``metrics.jsonl`` rows, by step, finite numbers only.
+
+    The last value logged at a step wins (a resumed run may repeat one). Used by the training curves and by
+    ``conspo compare``'s tables and plots.
+    """
+    by_step = {
+        r["step"]: float(r[key])
+        for r in rows
+        if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and math.isfinite(r[key])
+    }
+    steps = sorted(by_step)
+    return np.array(steps, dtype=float), np.array([by_step[s] for s in steps], dtype=float)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

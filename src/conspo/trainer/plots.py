@@ -1,11 +1,10 @@
-"""Training curves from ``metrics.jsonl``, and seed-averaged comparisons of objectives.
+"""Training curves from ``metrics.jsonl`` (the seed-averaged comparison plot is ``conspo.compare.plots``).
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so plotting never changes the backend
 or global state of the process that imports conspo.
 
 ```python
 plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-plot_compare({"conspo": [rows_seed0, rows_seed1], "grpo": [...]}, "compare.png", key="eval/avg@k")
 ```
 """
 
@@ -17,13 +16,12 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from conspo.trainer.logging import read_metrics
+from conspo.trainer.logging import metric_series, read_metrics
 
-__all__ = ["DEFAULT_PANELS", "plot_compare", "plot_training_curves"]
+__all__ = ["DEFAULT_PANELS", "plot_training_curves"]
 
 DEFAULT_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
@@ -38,16 +36,6 @@ DEFAULT_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entropy (nats/token)", ("*entropy*",)),
 )
 """(title, metric-name globs) of the default panels; a panel with no matching metric is skipped."""
-
-
-def _series(rows: Sequence[Mapping], key: str) -> tuple[np.ndarray, np.ndarray]:
-    steps, values = [], []
-    for row in rows:
-        value = row.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            steps.append(row["step"])
-            values.append(float(value))
-    return np.asarray(steps), np.asarray(values)
 
 
 def _numeric_keys(rows: Sequence[Mapping]) -> list[str]:
@@ -118,7 +106,7 @@ def plot_training_curves(
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (panel_title, names) in zip(axes, panels):
         for name in names:
-            steps, values = _series(rows, name)
+            steps, values = metric_series(rows, name)
             sparse = len(steps) <= 20  # eval metrics: a few points, show them
             ax.plot(steps, values, marker="o" if sparse else None, markersize=3, linewidth=1.4, label=name)
         ax.set_title(panel_title, fontsize=10)
@@ -130,79 +118,6 @@ def plot_training_curves(
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out
-
-
-def _mean_band(seeds: Sequence[Sequence[Mapping]], key: str, band: str) -> tuple[np.ndarray, ...]:
-    per_seed = [dict(zip(*_series(rows, key))) for rows in seeds]
-    per_seed = [s for s in per_seed if s]
-    if not per_seed:
-        return (np.array([]),) * 4
-    # Steps every seed logged; if the seeds share none (different eval schedules), every step any logged.
-    common = set.intersection(*(set(s) for s in per_seed))
-    steps = sorted(common or set().union(*(set(s) for s in per_seed)))
-    means, lows, highs = [], [], []
-    for step in steps:
-        values = np.array([s[step] for s in per_seed if step in s])
-        mean = values.mean()
-        if band == "std":
-            spread = values.std(ddof=1) if len(values) > 1 else 0.0
-            low, high = mean - spread, mean + spread
-        else:
-            low, high = values.min(), values.max()
-        means.append(mean)
-        lows.append(low)
-        highs.append(high)
-    return np.asarray(steps), np.asarray(means), np.asarray(lows), np.asarray(highs)
-
-
-def plot_compare(
-    runs: Mapping[str, Sequence[Sequence[Mapping]]],
-    out_png: str | os.PathLike,
-    key: str,
-    *,
-    band: str = "std",
-    title: str | None = None,
-    ylabel: str | None = None,
-) -> Path:
-    """One line per objective: the mean of ``key`` over its seeds, with a shaded band; returns the PNG path.
-
-    ``runs`` maps an objective's name to its seeds' metric rows (each a `read_metrics` list). ``band`` is
-    ``"std"`` (mean +- one sample standard deviation over seeds) or ``"minmax"``. Objectives that never logged
-    ``key`` are listed in the legend as missing rather than failing the whole plot.
-    """
-    if band not in ("std", "minmax"):
-        raise ValueError(f"band must be 'std' or 'minmax', got {band!r}")
-    if not runs:
-        raise ValueError("plot_compare needs at least one run")
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    drawn = 0
-    for name, seeds in runs.items():
-        steps, mean, low, high = _mean_band(seeds, key, band)
-        if len(steps) == 0:
-            ax.plot([], [], linestyle="none", label=f"{name} (no '{key}')")
-            continue
-        n = len(seeds)
-        (line,) = ax.plot(
-            steps, mean, marker="o" if len(steps) <= 20 else None, markersize=3, label=f"{name} (n={n})"
-        )
-        if n > 1:
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-        drawn += 1
-    if drawn == 0:
-        raise ValueError(f"no run logged {key!r}")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel or key)
-    ax.set_title(
-        title or f"{key}: mean over seeds, band = {'+-1 std' if band == 'std' else 'min-max'}", fontsize=10
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
