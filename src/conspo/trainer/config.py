@@ -161,7 +161,8 @@ class DataConfig:
     )
     eval_split: str | None = field(default=None, metadata=_help("Split of the evaluation dataset."))
     testbed_task: str = field(
-        default="add", metadata=_help("Testbed task: add, mul or chain (conspo testbed --help).")
+        default="add",
+        metadata=_help("Testbed task: add, mul, chain or varchain (conspo testbed --help; docs/data.md)."),
     )
     testbed_difficulty: int | None = field(
         default=None, metadata=_help("Testbed difficulty; None = the task's default.")
