@@ -1,6 +1,12 @@
 """Rollout speed on CPU: HFGenerator vs KVCacheGenerator tokens/s by batch size, and completion_logprobs.
 
     python benchmarks/rollout.py [--rows 128] [--max-new-tokens 32] [--repeats 5] [--policy testbed|random]
+    .venv-vllm/bin/python benchmarks/rollout.py --only backends [--model testbed|llama-40m|both]
+
+``--only backends``: the three ``rollout.backend`` values (hf, kv_cache, vllm) side by side, wall-clock tokens/s
+of one seeded sampling call of 64 rollouts (8 prompts x 8) at 2 threads, on the testbed policy and on a random
+41.6M-parameter Llama (hidden 512, 8 layers, vocab 32000, tied embeddings) at 512 new tokens. Run it in the vLLM
+environment (``make test-vllm`` builds it); without vLLM the vllm column is skipped.
 
 Both backends run side by side in one process (interleaved repeats, best of each) on the testbed's tiny
 Llama with its char tokenizer: the warm-started policy (``--policy testbed``, the default; its completions
@@ -54,8 +60,19 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,32,128", help="comma-separated generator batch sizes")
     parser.add_argument("--policy", choices=["testbed", "random"], default="testbed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    parser.add_argument("--only", choices=["all", "generate", "logprobs"], default="all")
+    parser.add_argument("--only", choices=["all", "generate", "logprobs", "backends"], default="all")
+    parser.add_argument(
+        "--model",
+        choices=["testbed", "llama-40m", "both"],
+        default="both",
+        help="--only backends: which model",
+    )
     args = parser.parse_args()
+    if args.only == "backends":
+        torch.set_num_threads(2)  # vLLM's CPU worker uses every core it is given; so does HF here
+        for model in ["testbed", "llama-40m"] if args.model == "both" else [args.model]:
+            backends_section(model, args.repeats if model == "testbed" else 1)
+        return
     torch.set_num_threads(args.threads)
     if args.only in ("all", "generate"):
         generate_section(args)
@@ -116,6 +133,68 @@ def generate_section(args: argparse.Namespace) -> None:
             f"| {batch_size} | {hf_s:.3f} | {hf_tok} | {hf_tok / hf_s:.0f} | {kv_s:.3f} | {kv_tok} "
             f"| {kv_tok / kv_s:.0f} | {(kv_tok / kv_s) / (hf_tok / hf_s):.2f}x |"
         )
+
+
+def backends_section(which: str, repeats: int) -> None:
+    """hf, kv_cache and vllm: wall tokens/s of one seeded call, 8 prompts x 8 rollouts (vllm timed warm)."""
+    import importlib.util
+
+    from conspo.data import render_prompt
+    from conspo.rollout import make_generator
+
+    if which == "testbed":
+        model, tokenizer = load_policy("testbed")
+        max_new, max_len = 64, None  # the policy's 128 positions; its completions end with EOS (~16 tokens)
+    else:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tokenizer = build_char_tokenizer()
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=32_000,
+            hidden_size=512,
+            intermediate_size=1376,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model = LlamaForCausalLM(config).eval()
+        max_new, max_len = 512, 1024  # random weights: EOS is rare, rows run to 512
+    prompts = [
+        render_prompt(p.problem, tokenizer, "testbed") for p in make_task("add", seed=0).eval_problems(8)
+    ]
+    params = SamplingParams(temperature=1.0, max_new_tokens=max_new, seed=0)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    results: dict[str, tuple[float, int, float]] = {}
+    names = ["hf", "kv_cache"] + (["vllm"] if importlib.util.find_spec("vllm") else [])
+    for name in names:  # vllm last: its CPU worker binds the process's threads
+        kwargs = {"kv_cache_gb": 1.0, "max_model_len": max_len} if name == "vllm" else {}
+        started = time.perf_counter()
+        generator = make_generator(model, tokenizer, backend=name, batch_size=64, **kwargs)
+        setup = time.perf_counter() - started
+        generator.generate(prompts[:1], n=2, params=SamplingParams(max_new_tokens=4, seed=1))  # warm-up
+        for _ in range(repeats):  # best of `repeats` (a shared machine)
+            wall = time.perf_counter()
+            out = generator.generate(prompts, n=8, params=params)
+            wall = time.perf_counter() - wall
+            if name not in results or wall < results[name][0]:
+                results[name] = (wall, sum(r.num_completion_tokens for r in out), setup)
+        if name == "vllm":
+            generator.engine.close()
+    print(
+        f"\n{which} ({params_m:.1f}M params): 8 prompts x 8 rollouts, up to {max_new} new tokens, temperature 1, "
+        f"{torch.get_num_threads()} threads, best of {repeats} timed call(s) after a warm-up"
+    )
+    print("\n| backend | wall s | tokens | tokens/s | vs hf | engine start s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    hf_rate = results["hf"][1] / results["hf"][0]
+    for name, (wall, tokens, setup) in results.items():
+        rate = tokens / wall
+        print(f"| {name} | {wall:.2f} | {tokens} | {rate:.0f} | {rate / hf_rate:.2f}x | {setup:.1f} |")
 
 
 def logprob_section(repeats: int, batch: int = 8, prompt_len: int = 96, completion_len: int = 160) -> None:

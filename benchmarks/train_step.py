@@ -528,9 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--backend",
-        choices=("hf", "kv_cache"),
+        choices=("hf", "kv_cache", "vllm"),
         default="hf",
-        help="conspo's rollout.backend (hf: model.generate like TRL; kv_cache: the bare KV-cache loop)",
+        help="conspo's rollout.backend (hf: model.generate like TRL; kv_cache: the bare KV-cache loop; vllm: the "
+        "colocated vLLM engine, synced after every step: run in .venv-vllm with --systems conspo-conspo)",
     )
     parser.add_argument(
         "--two-pass",
