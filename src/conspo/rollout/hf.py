@@ -124,20 +124,10 @@ class ChunkedGenerator:
             add = not (isinstance(bos, str) and bos and prompt.startswith(bos))
         return list(self.tokenizer(prompt, add_special_tokens=add)["input_ids"])
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        n: int,
-        params: SamplingParams,
-        *,
-        row_seeds: Sequence[int] | None = None,
-    ) -> list[Rollout]:
-        """``len(prompts) * n`` rollouts; prompt ``i``'s samples are ``result[i*n:(i+1)*n]``.
-
-        ``row_seeds`` (one int per row, in that order) gives every row its own random stream
-        (:mod:`conspo.rollout.seeded`): a row's completion then depends on its prompt and seed only, not on
-        the batch it is generated in; ``params.seed`` is not used then.
-        """
+    def _rows(
+        self, prompts: Sequence[str], n: int, params: SamplingParams, row_seeds: Sequence[int] | None
+    ) -> tuple[list[list[int]], list[int], list[int] | None]:
+        """The checks every ``generate`` makes, then (encoded prompts, prompt index per row, row seeds)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"generate: n must be a positive int, got {n!r}")
         if not isinstance(params, SamplingParams):
@@ -155,6 +145,23 @@ class ChunkedGenerator:
                 raise ValueError(
                     f"generate: row_seeds has {len(row_seeds)} seeds for {len(rows)} rows (prompts x n)"
                 )
+        return encoded, rows, row_seeds
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int,
+        params: SamplingParams,
+        *,
+        row_seeds: Sequence[int] | None = None,
+    ) -> list[Rollout]:
+        """``len(prompts) * n`` rollouts; prompt ``i``'s samples are ``result[i*n:(i+1)*n]``.
+
+        ``row_seeds`` (one int per row, in that order) gives every row its own random stream
+        (:mod:`conspo.rollout.seeded`): a row's completion then depends on its prompt and seed only, not on
+        the batch it is generated in; ``params.seed`` is not used then.
+        """
+        encoded, rows, row_seeds = self._rows(prompts, n, params, row_seeds)
         device = _model_device(self.model)
         rollouts: list[Rollout] = []
         call_seed = params.seed if row_seeds is None else None

@@ -256,23 +256,10 @@ class VLLMGenerator(ChunkedGenerator):
         row_seeds: Sequence[int] | None = None,
     ) -> list[Rollout]:
         """``len(prompts) * n`` rollouts; prompt ``i``'s samples are ``result[i*n:(i+1)*n]``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"generate: n must be a positive int, got {n!r}")
-        if not isinstance(params, SamplingParams):
-            raise TypeError(f"generate: params must be SamplingParams, got {type(params).__name__}")
-        if isinstance(prompts, str):
-            raise TypeError("generate: prompts must be a list of strings, not one string")
-        encoded = [self.encode_prompt(p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"generate: prompt {i} encodes to zero tokens")
-        rows = [i for i in range(len(encoded)) for _ in range(n)]
-        if row_seeds is not None:
-            seeds: list[int | None] = [int(s) for s in row_seeds]
-            if len(seeds) != len(rows):
-                raise ValueError(
-                    f"generate: row_seeds has {len(seeds)} seeds for {len(rows)} rows (prompts x n)"
-                )
+        encoded, rows, checked = self._rows(prompts, n, params, row_seeds)
+        seeds: list[int | None]
+        if checked is not None:
+            seeds = list(checked)
         elif params.seed is not None:
             seeds = [(params.seed * 1_000_003 + r) % 2**63 for r in range(len(rows))]
         else:
