@@ -22,12 +22,10 @@ Why it is built this way (numbers from ``benchmarks/stability.py``, ``benchmarks
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
 from conspo.trainer.loop import train
-from trainer_support import QUIET, train_config
+from trainer_support import QUIET, assert_beats_lr0_control, train_config
 
 SEEDS = (0, 1, 2)
 # The `conspo train` defaults (P = 16 prompts x G = 8, 32 new tokens, lr 1e-4, 10 warm-up steps, avg@4 on 64
@@ -58,11 +56,6 @@ def test_lr0_control_is_the_initial_accuracy(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["conspo", "grpo"])
 def test_training_beats_the_lr0_control_on_every_seed(tmp_path, objective):
-    gains = []
-    for seed in SEEDS:
-        result = _run(tmp_path, f"{objective}-{seed}", f"objective.name={objective}", f"seed={seed}")
-        gains.append(result.eval_after - result.eval_before)
-    detail = f"{objective}: gains over the lr=0 control per seed {[round(g, 3) for g in gains]}"
-    print(detail)  # shown with -rP: the margin this machine measured
-    assert min(gains) > 0, detail
-    assert statistics.fmean(gains) >= MEAN_GAIN, detail
+    assert_beats_lr0_control(
+        tmp_path, objective, RUN, SEEDS, f"objective.name={objective}", mean_gain=MEAN_GAIN
+    )

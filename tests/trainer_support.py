@@ -7,6 +7,7 @@ script a test runs in a child process imports it too when started with :func:`ch
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 from conspo.config import load_config
@@ -103,3 +104,27 @@ def child_env(**extra: str) -> dict[str, str]:
     """``os.environ`` and ``extra``, with the tests folder first on ``PYTHONPATH`` (for a child script)."""
     path = os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, **extra, "PYTHONPATH": path}
+
+
+def assert_beats_lr0_control(
+    output_dir: Path, label: str, base: list[str], seeds, *overrides: str, mean_gain: float = 0.08
+) -> list[float]:
+    """Train one run per seed; each must end above its own lr=0 control, and the mean gain reach ``mean_gain``.
+
+    A run's control is its own ``eval_before``: evaluation draws are seeded per sample, not per model or
+    step, so a policy that never moves scores the same before and after (the learning tests check that too).
+    Returns the per-seed gains.
+    """
+    from conspo.trainer.loop import train
+
+    gains = []
+    for seed in seeds:
+        cfg = train_config(output_dir, *overrides, f"seed={seed}", run_name=f"{label}-{seed}", base=base)
+        result = train(cfg)
+        assert result.eval_before is not None and result.eval_after is not None
+        gains.append(result.eval_after - result.eval_before)
+    detail = f"{label}: gains over the lr=0 control per seed {[round(g, 3) for g in gains]}"
+    print(detail)  # shown with -rP: the margin this machine measured
+    assert min(gains) > 0, detail
+    assert statistics.fmean(gains) >= mean_gain, detail
+    return gains

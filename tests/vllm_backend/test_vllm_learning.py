@@ -8,12 +8,10 @@ this also checks that the engine follows the policy: with stale weights nothing 
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
 from conspo.trainer.loop import train
-from trainer_support import QUIET, train_config
+from trainer_support import QUIET, assert_beats_lr0_control, train_config
 
 SEEDS = (0, 1, 2)
 RUN = [
@@ -30,15 +28,7 @@ MEAN_GAIN = 0.08  # as the hf test: under half of the gains measured there (+0.1
 
 @pytest.mark.slow
 def test_vllm_training_beats_the_lr0_control_on_every_seed(tmp_path):
-    gains = []
-    for seed in SEEDS:
-        result = train(train_config(tmp_path, f"seed={seed}", run_name=f"conspo-{seed}", base=RUN))
-        assert result.eval_before is not None and result.eval_after is not None
-        gains.append(result.eval_after - result.eval_before)
-    detail = f"vllm: gains over the lr=0 control per seed {[round(g, 3) for g in gains]}"
-    print(detail)  # shown with -rP: the margin this machine measured
-    assert min(gains) > 0, detail
-    assert statistics.fmean(gains) >= MEAN_GAIN, detail
+    assert_beats_lr0_control(tmp_path, "vllm", RUN, SEEDS, mean_gain=MEAN_GAIN)
 
 
 @pytest.mark.slow
